@@ -1,0 +1,347 @@
+//! Directories on stores that have none.
+//!
+//! Object stores only have keys. A directory `d` exists for FTP when it is
+//! the user's home, when a zero-byte marker object `d/` exists (what MKD
+//! writes, as the S3 and GCS consoles and rclone do), or when any key starts
+//! with `d/`. On `file://` directories are real, so MKD and RMD use the file
+//! system directly and empty directories survive.
+
+use crate::backend::reply_codes::storage_error;
+use crate::paths::marker_key;
+use crate::store_url::{OpenedStore, StoreKind};
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectMeta, ObjectStoreExt};
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+use unftp_core::storage::{
+    Error as StorageError, ErrorKind as StorageErrorKind, Result as StorageResult,
+};
+
+/// File or directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// An object.
+    File,
+    /// A prefix, a marker, or a real directory on `file://`.
+    Directory,
+}
+
+/// One line of a listing.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    /// The name inside its directory.
+    pub name: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Bytes (0 for directories).
+    pub size: u64,
+    /// Last modification, when the store knows it.
+    pub modified: Option<SystemTime>,
+}
+
+impl Entry {
+    fn file(name: String, meta: &ObjectMeta) -> Self {
+        Self {
+            name,
+            kind: EntryKind::File,
+            size: meta.size,
+            modified: Some(meta.last_modified.into()),
+        }
+    }
+
+    fn dir(name: String, modified: Option<SystemTime>) -> Self {
+        Self {
+            name,
+            kind: EntryKind::Directory,
+            size: 0,
+            modified,
+        }
+    }
+}
+
+fn is_marker(location: &ObjectPath) -> bool {
+    location.as_ref().ends_with('/')
+}
+
+/// The last segment of a key, or "" for the root.
+fn name_of(key: &ObjectPath) -> String {
+    key.parts()
+        .last()
+        .map(|p| p.as_ref().to_string())
+        .unwrap_or_default()
+}
+
+/// What `key` is: a file, a directory, or nothing (`Ok(None)`).
+pub async fn stat(
+    store: &OpenedStore,
+    root: &ObjectPath,
+    key: &ObjectPath,
+) -> object_store::Result<Option<Entry>> {
+    if key == root {
+        return Ok(Some(Entry::dir(String::new(), None)));
+    }
+    match store.store.head(key).await {
+        Ok(meta) => return Ok(Some(Entry::file(name_of(key), &meta))),
+        Err(object_store::Error::NotFound { .. }) => {}
+        // Some stores answer HEAD of a directory path with a non-404 error
+        // (the local file system: "is a directory"); look for a directory.
+        Err(e) if matches!(store.kind, StoreKind::Local { .. }) => {
+            tracing::debug!(cause = %e, "head failed on local store; probing for a directory");
+        }
+        Err(e) => return Err(e),
+    }
+    dir_stat(store, key).await
+}
+
+async fn dir_stat(store: &OpenedStore, key: &ObjectPath) -> object_store::Result<Option<Entry>> {
+    if let StoreKind::Local { fs, .. } = &store.kind {
+        let Ok(path) = fs.path_to_filesystem(key) else {
+            return Ok(None);
+        };
+        return Ok(match tokio::fs::metadata(&path).await {
+            Ok(m) if m.is_dir() => Some(Entry::dir(name_of(key), m.modified().ok())),
+            _ => None,
+        });
+    }
+    // `list` with a prefix matches whole segments (`d/…`), and includes the
+    // marker `d/` itself; one result is enough.
+    let mut listing = store.store.list(Some(key));
+    match listing.try_next().await? {
+        Some(meta) if is_marker(&meta.location) || meta.location == *key => Ok(Some(Entry::dir(
+            name_of(key),
+            Some(meta.last_modified.into()),
+        ))),
+        Some(_) => Ok(Some(Entry::dir(name_of(key), None))),
+        None => Ok(None),
+    }
+}
+
+/// Lists the directory `key`: `Ok(None)` when it is not a directory.
+/// A file named directly lists as itself, as `ls -l file` does.
+pub async fn list(
+    store: &OpenedStore,
+    root: &ObjectPath,
+    key: &ObjectPath,
+) -> object_store::Result<Option<Vec<Entry>>> {
+    let prefix = (key != &ObjectPath::ROOT).then_some(key);
+    let result = store.store.list_with_delimiter(prefix).await?;
+    let mut dirs: BTreeMap<String, Entry> = BTreeMap::new();
+    for p in &result.common_prefixes {
+        let name = name_of(p);
+        if !name.is_empty() {
+            dirs.insert(name.clone(), Entry::dir(name, None));
+        }
+    }
+    let mut saw_own_marker = false;
+    let mut files = Vec::new();
+    for meta in &result.objects {
+        if meta.location == *key
+            || (is_marker(&meta.location)
+                && ObjectPath::parse(meta.location.as_ref()).ok().as_ref() == Some(key))
+        {
+            // The directory's own marker (`d/`, which object_store may hand
+            // back as `d` with the slash stripped).
+            saw_own_marker = true;
+            continue;
+        }
+        if is_marker(&meta.location) {
+            // A marker listed as an object: show the directory it marks.
+            let name = meta
+                .location
+                .as_ref()
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if !name.is_empty() {
+                dirs.entry(name.clone())
+                    .and_modify(|d| d.modified = Some(meta.last_modified.into()))
+                    .or_insert_with(|| Entry::dir(name, Some(meta.last_modified.into())));
+            }
+            continue;
+        }
+        let name = name_of(&meta.location);
+        if dirs.contains_key(&name) {
+            // A zero-byte object shadowing a directory of the same name is a
+            // marker whose slash was stripped: show only the directory.
+            continue;
+        }
+        files.push(Entry::file(name, meta));
+    }
+    if dirs.is_empty() && files.is_empty() && !saw_own_marker && key != root {
+        return match stat(store, root, key).await? {
+            Some(entry) if entry.kind == EntryKind::File => Ok(Some(vec![entry])),
+            Some(_) => Ok(Some(Vec::new())),
+            None => Ok(None),
+        };
+    }
+    let mut entries: Vec<Entry> = dirs.into_values().collect();
+    entries.extend(files);
+    Ok(Some(entries))
+}
+
+/// Creates directory `key`: a real directory on `file://`, a marker
+/// object elsewhere.
+pub async fn make(store: &OpenedStore, key: &ObjectPath) -> object_store::Result<()> {
+    if let StoreKind::Local { fs, .. } = &store.kind {
+        let path = fs.path_to_filesystem(key)?;
+        return tokio::fs::create_dir_all(&path)
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            });
+    }
+    store
+        .store
+        .put(&marker_key(key), bytes::Bytes::new().into())
+        .await?;
+    Ok(())
+}
+
+/// Removes the empty directory `key`; 550 when it is missing or not empty.
+pub async fn remove(store: &OpenedStore, root: &ObjectPath, key: &ObjectPath) -> StorageResult<()> {
+    match stat(store, root, key).await.map_err(storage_error)? {
+        Some(entry) if entry.kind == EntryKind::Directory => {}
+        Some(_) => {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentDirectoryNotAvailable,
+                "not a directory",
+            ))
+        }
+        None => {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentDirectoryNotAvailable,
+                "no such directory",
+            ))
+        }
+    }
+    if let StoreKind::Local { fs, .. } = &store.kind {
+        let path = fs.path_to_filesystem(key).map_err(storage_error)?;
+        return tokio::fs::remove_dir(&path)
+            .await
+            .map_err(StorageError::from);
+    }
+    let marker = marker_key(key);
+    let mut listing = store.store.list(Some(key));
+    while let Some(meta) = listing.try_next().await.map_err(storage_error)? {
+        if meta.location != marker && meta.location != *key {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentDirectoryNotEmpty,
+                "directory is not empty",
+            ));
+        }
+    }
+    match store.store.delete(&marker).await {
+        Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+        Err(e) => Err(storage_error(e)),
+    }
+}
+
+/// Renames a directory: every object under it, up to `limit` objects.
+///
+/// On `file://` this is one atomic rename of the directory. On clouds each
+/// object is copied then deleted (object stores have no rename), so the limit
+/// keeps one command from running unbounded; the check happens before any
+/// object is touched.
+pub async fn rename_dir(
+    store: &OpenedStore,
+    from: &ObjectPath,
+    to: &ObjectPath,
+    limit: usize,
+) -> StorageResult<()> {
+    if let StoreKind::Local { fs, .. } = &store.kind {
+        let src = fs.path_to_filesystem(from).map_err(storage_error)?;
+        let dst = fs.path_to_filesystem(to).map_err(storage_error)?;
+        if tokio::fs::metadata(&dst).await.is_ok() {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentFileNotAvailable,
+                "target already exists",
+            ));
+        }
+        if let Some(parent) = dst.parent() {
+            tokio::fs::create_dir_all(parent)
+                .await
+                .map_err(StorageError::from)?;
+        }
+        return tokio::fs::rename(&src, &dst)
+            .await
+            .map_err(StorageError::from);
+    }
+    if super::directories::stat(store, &ObjectPath::ROOT, to)
+        .await
+        .map_err(storage_error)?
+        .is_some()
+    {
+        return Err(StorageError::new(
+            StorageErrorKind::PermanentFileNotAvailable,
+            "target already exists",
+        ));
+    }
+    let mut objects = Vec::new();
+    let mut listing = store.store.list(Some(from));
+    while let Some(meta) = listing.try_next().await.map_err(storage_error)? {
+        objects.push(meta);
+        if objects.len() > limit {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentFileNotAvailable,
+                format!("directory holds more than {limit} objects; renaming it is refused (raise storage.rename_limit)"),
+            ));
+        }
+    }
+    for meta in objects {
+        let source = meta.location;
+        let target = retarget(&source, from, to);
+        match store.store.copy(&source, &target).await {
+            Ok(()) => store.store.delete(&source).await.map_err(storage_error)?,
+            // Cloud listings strip a marker's trailing slash (`d/` lists as
+            // `d`), so the listed key does not exist: move the marker itself.
+            Err(object_store::Error::NotFound { .. }) if meta.size == 0 && !is_marker(&source) => {
+                let (marker, new_marker) = (marker_key(&source), marker_key(&target));
+                store
+                    .store
+                    .copy(&marker, &new_marker)
+                    .await
+                    .map_err(storage_error)?;
+                store.store.delete(&marker).await.map_err(storage_error)?;
+            }
+            Err(e) => return Err(storage_error(e)),
+        }
+    }
+    Ok(())
+}
+
+/// `from/x/y` → `to/x/y`, keeping a marker's trailing slash.
+fn retarget(source: &ObjectPath, from: &ObjectPath, to: &ObjectPath) -> ObjectPath {
+    let rest = &source.as_ref()[from.as_ref().len()..];
+    let raw = format!("{}{}", to.as_ref(), rest);
+    // A valid key's suffix appended to a valid key: parse cannot fail for
+    // anything but the trailing marker slash, which `parse` would strip, so
+    // build the marker form explicitly.
+    match raw.strip_suffix('/') {
+        Some(dir) => marker_key(&ObjectPath::parse(dir).unwrap_or_else(|_| to.clone())),
+        None => ObjectPath::parse(&raw).unwrap_or_else(|_| to.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retarget_keeps_markers() {
+        let from = ObjectPath::from("a/b");
+        let to = ObjectPath::from("c");
+        assert_eq!(
+            retarget(&ObjectPath::from("a/b/x/y"), &from, &to).as_ref(),
+            "c/x/y"
+        );
+        assert_eq!(
+            retarget(&marker_key(&ObjectPath::from("a/b/x")), &from, &to).as_ref(),
+            "c/x/"
+        );
+        assert_eq!(retarget(&marker_key(&from), &from, &to).as_ref(), "c/");
+    }
+}

@@ -1,0 +1,119 @@
+//! Streaming downloads: object → client, from any REST offset.
+
+use crate::transfers::TransferGuard;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use sync_wrapper::SyncStream;
+use tokio::io::AsyncRead;
+use tokio_util::io::StreamReader;
+
+/// The reader libunftp copies to the data connection.
+pub type DownloadReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+
+/// Opens `key` at `offset` (a ranged GET when non-zero) as a byte stream.
+pub async fn open_range(
+    store: &Arc<dyn ObjectStore>,
+    key: &ObjectPath,
+    offset: u64,
+    end: Option<u64>,
+) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
+    let range = match (offset, end) {
+        (0, None) => None,
+        (start, None) => Some(GetRange::Offset(start)),
+        (start, Some(end)) => Some(GetRange::Bounded(start..end)),
+    };
+    let options = GetOptions {
+        range,
+        ..GetOptions::default()
+    };
+    Ok(store.get_opts(key, options).await?.into_stream())
+}
+
+/// Wraps the object's byte stream as the `Sync` reader libunftp wants.
+/// object_store's stream is `Send` but not `Sync`; `SyncStream` makes it so
+/// by requiring `&mut` access, which a reader always has.
+///
+/// `on_finish(bytes, completed)` runs once when libunftp drops the reader:
+/// `completed` is true only if the whole object was read without error.
+pub fn reader(
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    guard: TransferGuard,
+    on_finish: impl FnOnce(u64, bool) + Send + 'static,
+) -> DownloadReader {
+    let guarded = GuardedStream {
+        inner: stream,
+        guard,
+        cancelled: false,
+        bytes: 0,
+        state: ReadState::Reading,
+        on_finish: Some(Box::new(on_finish)),
+    };
+    Box::new(StreamReader::new(SyncStream::new(guarded)))
+}
+
+/// Holds the transfer's guard for as long as the client reads, counts the
+/// bytes, and ends the stream with an error when shutdown cuts the transfer.
+struct GuardedStream {
+    inner: BoxStream<'static, object_store::Result<Bytes>>,
+    guard: TransferGuard,
+    cancelled: bool,
+    bytes: u64,
+    state: ReadState,
+    on_finish: Option<Box<dyn FnOnce(u64, bool) + Send>>,
+}
+
+#[derive(PartialEq, Eq)]
+enum ReadState {
+    Reading,
+    Done,
+    Failed,
+}
+
+impl Drop for GuardedStream {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_finish.take() {
+            f(self.bytes, self.state == ReadState::Done);
+        }
+    }
+}
+
+impl Stream for GuardedStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.cancelled {
+            return Poll::Ready(None);
+        }
+        if self.guard.is_cancelled() {
+            self.cancelled = true;
+            self.state = ReadState::Failed;
+            return Poll::Ready(Some(Err(std::io::Error::other(
+                "download cut by server shutdown",
+            ))));
+        }
+        match self.inner.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                crate::metrics::bytes_sent(bytes.len());
+                self.bytes += bytes.len() as u64;
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                self.state = ReadState::Failed;
+                Poll::Ready(Some(Err(std::io::Error::other(e))))
+            }
+            Poll::Ready(None) => {
+                if self.state == ReadState::Reading {
+                    self.state = ReadState::Done;
+                }
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}

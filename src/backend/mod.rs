@@ -1,0 +1,626 @@
+//! The libunftp storage back-end over `object_store`.
+//!
+//! One [`ObjectBackend`] exists per control connection (libunftp calls the
+//! factory once per session). It resolves every FTP path through the user's
+//! [`Jail`](crate::paths::Jail), checks the user's permissions, and maps each
+//! FTP operation onto object-store calls:
+//!
+//! | FTP            | object store                                             |
+//! |----------------|----------------------------------------------------------|
+//! | LIST/NLST/MLSD | `list_with_delimiter` (dirs = common prefixes + markers) |
+//! | SIZE/MDTM/MLST | `head`, else directory probe                             |
+//! | RETR (+REST)   | `get` (ranged)                                           |
+//! | STOR/APPE/REST | PUT or multipart upload, see [`upload`]                  |
+//! | DELE           | `head` + `delete`                                        |
+//! | MKD / RMD      | `dir/` marker object (a real directory on `file://`)     |
+//! | RNFR/RNTO      | `rename` (copy + delete on clouds), per object for dirs  |
+
+mod directories;
+pub mod download;
+pub mod reply_codes;
+pub mod upload;
+
+use crate::auth::{Permission, SessionUser};
+use crate::transfers::{Direction, SessionContext, TransferRefused, Transfers};
+use async_trait::async_trait;
+use directories::{Entry, EntryKind};
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+use reply_codes::{path_error, storage_error};
+use std::fmt::Debug;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+use unftp_core::storage::{
+    Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Metadata, Permissions,
+    Result as StorageResult, StorageBackend, FEATURE_RESTART,
+};
+use upload::{UploadError, UploadSettings};
+
+/// Behaviour switches shared by every session.
+#[derive(Debug, Clone)]
+pub struct BackendSettings {
+    /// How uploads are cut into parts.
+    pub upload: UploadSettings,
+    /// Most objects a directory rename may touch (each is a copy + delete on
+    /// clouds, so an unbounded rename could run for hours).
+    pub rename_limit: usize,
+    /// Answer MKD of an existing directory with success (some NVRs and
+    /// cameras disconnect on 550).
+    pub mkd_existing_ok: bool,
+}
+
+/// The per-session storage back-end handed to libunftp.
+#[derive(Debug, Clone)]
+pub struct ObjectBackend {
+    session: Arc<SessionContext>,
+    settings: Arc<BackendSettings>,
+    transfers: Arc<Transfers>,
+}
+
+impl ObjectBackend {
+    /// A back-end for one control connection.
+    pub fn new(
+        session: Arc<SessionContext>,
+        settings: Arc<BackendSettings>,
+        transfers: Arc<Transfers>,
+    ) -> Self {
+        Self {
+            session,
+            settings,
+            transfers,
+        }
+    }
+
+    fn allow(&self, user: &SessionUser, permission: Permission) -> StorageResult<()> {
+        if user.account.permissions.allows(permission) {
+            Ok(())
+        } else {
+            Err(StorageError::new(
+                StorageErrorKind::PermissionDenied,
+                format!("user lacks the {permission:?} permission"),
+            ))
+        }
+    }
+
+    fn key(&self, user: &SessionUser, path: &Path) -> StorageResult<ObjectPath> {
+        user.account.jail.key(path).map_err(path_error)
+    }
+
+    fn begin(&self, direction: Direction) -> StorageResult<crate::transfers::TransferGuard> {
+        self.transfers.begin(direction).map_err(|e| {
+            let kind = match e {
+                TransferRefused::ShuttingDown | TransferRefused::TooManyUploads => {
+                    StorageErrorKind::TransientFileNotAvailable
+                }
+            };
+            StorageError::new(kind, e)
+        })
+    }
+
+    /// What runs when a download's reader is dropped: the audit record and
+    /// the transfer metrics, with the bytes actually sent.
+    fn finish_download(
+        &self,
+        user: &SessionUser,
+        path: &Path,
+        started: Instant,
+    ) -> impl FnOnce(u64, bool) + Send + 'static {
+        let (backend, user, path) = (self.clone(), user.clone(), path.to_path_buf());
+        move |bytes, completed| {
+            crate::metrics::transfer_outcome(
+                Direction::Download,
+                completed,
+                started.elapsed(),
+                bytes,
+            );
+            let result = if completed {
+                Ok(())
+            } else {
+                Err(StorageError::new(
+                    StorageErrorKind::ConnectionClosed,
+                    "download did not complete",
+                ))
+            };
+            backend.audit(
+                &user,
+                "RETR",
+                &path,
+                bytes,
+                started,
+                &result.as_ref().map(|_| ()),
+            );
+        }
+    }
+
+    /// One audit record per finished operation, at info level.
+    fn audit(
+        &self,
+        user: &SessionUser,
+        command: &'static str,
+        path: &Path,
+        bytes: u64,
+        started: Instant,
+        result: &Result<(), &StorageError>,
+    ) {
+        let (outcome, reply) = match result {
+            Ok(()) => ("ok", reply_code_ok(command)),
+            Err(e) => ("error", reply_code_of(e.kind())),
+        };
+        tracing::info!(
+            target: "bucketftp::audit",
+            session = self.session.id,
+            user = %user,
+            client_ip = %self.session.peer.ip(),
+            command,
+            path = %path.display(),
+            bytes,
+            duration_ms = started.elapsed().as_millis() as u64,
+            outcome,
+            reply,
+            cause = result.as_ref().err().map(|e| crate::error_chain(e)).unwrap_or_default(),
+            "ftp operation"
+        );
+    }
+}
+
+/// The reply code libunftp sends for a successful command.
+fn reply_code_ok(command: &str) -> u16 {
+    match command {
+        "STOR" | "RETR" | "APPE" => 226,
+        "MKD" => 257,
+        _ => 250,
+    }
+}
+
+/// The reply code libunftp sends for a storage error kind.
+pub fn reply_code_of(kind: StorageErrorKind) -> u16 {
+    match kind {
+        StorageErrorKind::TransientFileNotAvailable => 450,
+        StorageErrorKind::PermanentFileNotAvailable
+        | StorageErrorKind::PermanentDirectoryNotAvailable
+        | StorageErrorKind::PermanentDirectoryNotEmpty
+        | StorageErrorKind::PermissionDenied => 550,
+        StorageErrorKind::ConnectionClosed => 426,
+        StorageErrorKind::LocalError => 451,
+        StorageErrorKind::PageTypeUnknown => 551,
+        StorageErrorKind::InsufficientStorageSpaceError => 452,
+        StorageErrorKind::ExceededStorageAllocationError => 552,
+        StorageErrorKind::FileNameNotAllowedError => 553,
+        StorageErrorKind::CommandNotImplemented => 502,
+    }
+}
+
+impl From<UploadError> for StorageError {
+    fn from(err: UploadError) -> Self {
+        let kind = match &err {
+            UploadError::Client(_) | UploadError::Idle(_) | UploadError::ClientGone => {
+                StorageErrorKind::ConnectionClosed
+            }
+            UploadError::Shutdown => StorageErrorKind::TransientFileNotAvailable,
+            UploadError::Store(e) => reply_codes::kind_for(e),
+            UploadError::Existing(e) => reply_codes::kind_for(e),
+        };
+        StorageError::new(kind, err)
+    }
+}
+
+/// What LIST, MLSD and MLST show for a file or directory.
+#[derive(Debug, Clone)]
+pub struct ObjectMetadata {
+    len: u64,
+    modified: Option<SystemTime>,
+    dir: bool,
+}
+
+impl Metadata for ObjectMetadata {
+    fn len(&self) -> u64 {
+        self.len
+    }
+    fn is_dir(&self) -> bool {
+        self.dir
+    }
+    fn is_file(&self) -> bool {
+        !self.dir
+    }
+    fn is_symlink(&self) -> bool {
+        false
+    }
+    fn modified(&self) -> StorageResult<SystemTime> {
+        self.modified
+            .ok_or_else(|| StorageError::from(StorageErrorKind::PermanentFileNotAvailable))
+    }
+    fn gid(&self) -> u32 {
+        0
+    }
+    fn uid(&self) -> u32 {
+        0
+    }
+    fn permissions(&self) -> Permissions {
+        Permissions(if self.dir { 0o755 } else { 0o644 })
+    }
+}
+
+impl From<&Entry> for ObjectMetadata {
+    fn from(entry: &Entry) -> Self {
+        Self {
+            len: entry.size,
+            modified: entry.modified,
+            dir: entry.kind == EntryKind::Directory,
+        }
+    }
+}
+
+fn not_found(what: &str) -> StorageError {
+    StorageError::new(
+        StorageErrorKind::PermanentFileNotAvailable,
+        what.to_string(),
+    )
+}
+
+#[async_trait]
+impl StorageBackend<SessionUser> for ObjectBackend {
+    type Metadata = ObjectMetadata;
+
+    fn name(&self) -> &str {
+        "bucketftp-object-store"
+    }
+
+    fn supported_features(&self) -> u32 {
+        FEATURE_RESTART
+    }
+
+    async fn metadata<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<ObjectMetadata> {
+        let key = self.key(user, path.as_ref())?;
+        let account = &user.account;
+        match directories::stat(&account.store, account.jail.root(), &key).await {
+            Ok(Some(entry)) => Ok(ObjectMetadata::from(&entry)),
+            Ok(None) => Err(not_found("no such file or directory")),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    async fn list<P>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<Vec<Fileinfo<PathBuf, ObjectMetadata>>>
+    where
+        P: AsRef<Path> + Send + Debug,
+    {
+        let path = path.as_ref().to_path_buf();
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::List)?;
+            let key = self.key(user, path.as_ref())?;
+            let account = &user.account;
+            let entries = directories::list(&account.store, account.jail.root(), &key)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| not_found("no such directory"))?;
+            Ok(entries
+                .iter()
+                .map(|e| Fileinfo {
+                    path: PathBuf::from(&e.name),
+                    metadata: ObjectMetadata::from(e),
+                })
+                .collect::<Vec<_>>())
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit(user, "LIST", path.as_ref(), 0, started, &Err(e));
+        }
+        result
+    }
+
+    async fn get<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+        start_pos: u64,
+    ) -> StorageResult<download::DownloadReader> {
+        let path = path.as_ref().to_path_buf();
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::Read)?;
+            let key = self.key(user, path.as_ref())?;
+            let store = &user.account.store.store;
+            if start_pos > 0 {
+                let meta = store.head(&key).await.map_err(storage_error)?;
+                if start_pos > meta.size {
+                    return Err(StorageError::new(
+                        StorageErrorKind::PermanentFileNotAvailable,
+                        format!(
+                            "restart offset {start_pos} is beyond the end of the file ({} bytes)",
+                            meta.size
+                        ),
+                    ));
+                }
+                if start_pos == meta.size {
+                    let guard = self.begin(Direction::Download)?;
+                    let done = self.finish_download(user, &path, started);
+                    return Ok(download::reader(
+                        Box::pin(futures::stream::empty()),
+                        guard,
+                        done,
+                    ));
+                }
+            }
+            let guard = self.begin(Direction::Download)?;
+            let stream = download::open_range(store, &key, start_pos, None)
+                .await
+                .map_err(storage_error)?;
+            Ok(download::reader(
+                stream,
+                guard,
+                self.finish_download(user, &path, started),
+            ))
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit(user, "RETR", &path, 0, started, &Err(e));
+        }
+        result
+    }
+
+    async fn put<
+        P: AsRef<Path> + Send + Debug,
+        R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static,
+    >(
+        &self,
+        user: &SessionUser,
+        input: R,
+        path: P,
+        start_pos: u64,
+    ) -> StorageResult<u64> {
+        let path = path.as_ref().to_path_buf();
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::Write)?;
+            let key = self.key(user, path.as_ref())?;
+            if &key == user.account.jail.root() {
+                return Err(StorageError::new(
+                    StorageErrorKind::FileNameNotAllowedError,
+                    "cannot store a file as the home directory",
+                ));
+            }
+            let store = user.account.store.store.clone();
+            let existing = if start_pos > 0 {
+                let meta = store.head(&key).await.map_err(storage_error)?;
+                if start_pos > meta.size {
+                    return Err(StorageError::new(
+                        StorageErrorKind::PermanentFileNotAvailable,
+                        format!(
+                            "restart offset {start_pos} is beyond the end of the file ({} bytes)",
+                            meta.size
+                        ),
+                    ));
+                }
+                Some(
+                    download::open_range(&store, &key, 0, Some(start_pos))
+                        .await
+                        .map_err(storage_error)?,
+                )
+            } else {
+                None
+            };
+            let guard = self.begin(Direction::Upload)?;
+            let received = upload::upload(
+                store,
+                key,
+                existing,
+                input,
+                self.settings.upload.clone(),
+                &self.session,
+                &guard,
+            )
+            .await;
+            crate::metrics::upload_finished(
+                received.is_ok(),
+                started.elapsed(),
+                *received.as_ref().unwrap_or(&0),
+            );
+            Ok(received?)
+        }
+        .await;
+        let command = if start_pos > 0 { "APPE" } else { "STOR" };
+        match &result {
+            Ok(bytes) => self.audit(user, command, path.as_ref(), *bytes, started, &Ok(())),
+            Err(e) => self.audit(user, command, path.as_ref(), 0, started, &Err(e)),
+        }
+        result
+    }
+
+    async fn del<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<()> {
+        let path = path.as_ref().to_path_buf();
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::Delete)?;
+            let key = self.key(user, path.as_ref())?;
+            let store = &user.account.store.store;
+            // S3 answers a delete of a missing key with success; DELE of a
+            // missing file must be 550, so look first.
+            store.head(&key).await.map_err(storage_error)?;
+            store.delete(&key).await.map_err(storage_error)
+        }
+        .await;
+        self.audit(
+            user,
+            "DELE",
+            path.as_ref(),
+            0,
+            started,
+            &result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    async fn mkd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<()> {
+        let path = path.as_ref().to_path_buf();
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::Mkdir)?;
+            let key = self.key(user, path.as_ref())?;
+            let account = &user.account;
+            match directories::stat(&account.store, account.jail.root(), &key)
+                .await
+                .map_err(storage_error)?
+            {
+                Some(entry)
+                    if entry.kind == EntryKind::Directory && self.settings.mkd_existing_ok =>
+                {
+                    return Ok(())
+                }
+                Some(_) => {
+                    return Err(StorageError::new(
+                        StorageErrorKind::PermanentFileNotAvailable,
+                        "a file or directory with that name exists",
+                    ))
+                }
+                None => {}
+            }
+            directories::make(&account.store, &key)
+                .await
+                .map_err(storage_error)
+        }
+        .await;
+        self.audit(
+            user,
+            "MKD",
+            path.as_ref(),
+            0,
+            started,
+            &result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    async fn rename<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        from: P,
+        to: P,
+    ) -> StorageResult<()> {
+        let (from, to) = (from.as_ref().to_path_buf(), to.as_ref().to_path_buf());
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::Rename)?;
+            let from_key = self.key(user, from.as_ref())?;
+            let to_key = self.key(user, to.as_ref())?;
+            let account = &user.account;
+            let root = account.jail.root();
+            if &from_key == root || &to_key == root {
+                return Err(StorageError::new(
+                    StorageErrorKind::PermissionDenied,
+                    "cannot rename the home directory",
+                ));
+            }
+            if from_key == to_key {
+                return Ok(());
+            }
+            let entry = directories::stat(&account.store, root, &from_key)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| not_found("no such file or directory"))?;
+            match entry.kind {
+                EntryKind::File => account
+                    .store
+                    .store
+                    .rename(&from_key, &to_key)
+                    .await
+                    .map_err(storage_error),
+                EntryKind::Directory => {
+                    if to_key.prefix_matches(&from_key) {
+                        return Err(StorageError::new(
+                            StorageErrorKind::PermanentDirectoryNotAvailable,
+                            "cannot move a directory into itself",
+                        ));
+                    }
+                    directories::rename_dir(
+                        &account.store,
+                        &from_key,
+                        &to_key,
+                        self.settings.rename_limit,
+                    )
+                    .await
+                }
+            }
+        }
+        .await;
+        self.audit(
+            user,
+            "RNTO",
+            to.as_ref(),
+            0,
+            started,
+            &result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    async fn rmd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<()> {
+        let path = path.as_ref().to_path_buf();
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::Delete)?;
+            let key = self.key(user, path.as_ref())?;
+            let account = &user.account;
+            if &key == account.jail.root() {
+                return Err(StorageError::new(
+                    StorageErrorKind::PermissionDenied,
+                    "cannot remove the home directory",
+                ));
+            }
+            directories::remove(&account.store, account.jail.root(), &key).await
+        }
+        .await;
+        self.audit(
+            user,
+            "RMD",
+            path.as_ref(),
+            0,
+            started,
+            &result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
+    async fn cwd<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<()> {
+        let key = self.key(user, path.as_ref())?;
+        let account = &user.account;
+        match directories::stat(&account.store, account.jail.root(), &key)
+            .await
+            .map_err(storage_error)?
+        {
+            Some(entry) if entry.kind == EntryKind::Directory => Ok(()),
+            Some(_) => Err(StorageError::new(
+                StorageErrorKind::PermanentDirectoryNotAvailable,
+                "not a directory",
+            )),
+            None => Err(StorageError::new(
+                StorageErrorKind::PermanentDirectoryNotAvailable,
+                "no such directory",
+            )),
+        }
+    }
+}

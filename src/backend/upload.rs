@@ -1,0 +1,223 @@
+//! Streaming uploads: client bytes → object, all or nothing.
+//!
+//! Bytes are gathered into parts of `part_size`. A file that fits in one part
+//! becomes a single PUT (one request, which matters for thousands of small
+//! files); anything larger becomes a multipart upload with at most
+//! `concurrency` parts in flight, so memory stays below
+//! `(concurrency + 1) × part_size` whatever the file size. The object appears
+//! only when the multipart upload (or the PUT) completes, and every failure
+//! path — client gone, back-end error, shutdown, or the future being dropped —
+//! aborts the multipart upload so no orphaned parts remain.
+
+use crate::transfers::{SessionContext, TransferGuard};
+use bytes::{Bytes, BytesMut};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// How uploads are cut into parts.
+#[derive(Debug, Clone)]
+pub struct UploadSettings {
+    /// Bytes per multipart part (≥ 5 MiB for S3, except the last).
+    pub part_size: usize,
+    /// Parts uploaded concurrently while the next one fills.
+    pub concurrency: usize,
+    /// A data connection silent this long is treated as dead.
+    pub idle_timeout: Duration,
+}
+
+/// Size of one read from the data connection.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Why an upload did not complete (it left nothing behind in every case).
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// Reading from the client's data connection failed.
+    #[error("data connection failed")]
+    Client(#[source] std::io::Error),
+    /// The data connection was silent for longer than the idle timeout.
+    #[error("data connection idle for {0:?}")]
+    Idle(Duration),
+    /// The client's control connection closed before the data ended: the
+    /// client went away, so the data is not known to be complete.
+    #[error("control connection closed before the upload completed")]
+    ClientGone,
+    /// Shutdown's grace period ended during the upload.
+    #[error("upload cut by server shutdown")]
+    Shutdown,
+    /// The object store failed.
+    #[error("storage failed")]
+    Store(#[source] object_store::Error),
+    /// Reading the existing object's head (for REST/APPE) failed.
+    #[error("reading the existing object failed")]
+    Existing(#[source] object_store::Error),
+}
+
+/// Where the bytes go: a buffer until it outgrows one part, then a
+/// multipart upload.
+struct PartSink {
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    settings: UploadSettings,
+    state: Option<SinkState>,
+}
+
+enum SinkState {
+    Buffering(BytesMut),
+    Multipart(WriteMultipart),
+}
+
+impl PartSink {
+    fn new(store: Arc<dyn ObjectStore>, key: ObjectPath, settings: UploadSettings) -> Self {
+        Self {
+            store,
+            key,
+            settings,
+            state: Some(SinkState::Buffering(BytesMut::new())),
+        }
+    }
+
+    async fn write(&mut self, data: &[u8]) -> Result<(), object_store::Error> {
+        match self.state.take() {
+            Some(SinkState::Buffering(mut buf))
+                if buf.len() + data.len() <= self.settings.part_size =>
+            {
+                buf.extend_from_slice(data);
+                self.state = Some(SinkState::Buffering(buf));
+                Ok(())
+            }
+            Some(SinkState::Buffering(buf)) => {
+                let upload = self.store.put_multipart(&self.key).await?;
+                crate::metrics::multipart_started();
+                let mut writer =
+                    WriteMultipart::new_with_chunk_size(upload, self.settings.part_size);
+                writer.put(buf.freeze());
+                self.state = Some(SinkState::Multipart(writer));
+                self.write_multipart(data).await
+            }
+            Some(SinkState::Multipart(writer)) => {
+                self.state = Some(SinkState::Multipart(writer));
+                self.write_multipart(data).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    async fn write_multipart(&mut self, data: &[u8]) -> Result<(), object_store::Error> {
+        if let Some(SinkState::Multipart(writer)) = self.state.as_mut() {
+            writer.wait_for_capacity(self.settings.concurrency).await?;
+            writer.write(data);
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<(), object_store::Error> {
+        match self.state.take() {
+            Some(SinkState::Buffering(buf)) => {
+                self.store.put(&self.key, Bytes::from(buf).into()).await?;
+            }
+            Some(SinkState::Multipart(writer)) => {
+                writer.finish().await?;
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    async fn abort(mut self) {
+        if let Some(SinkState::Multipart(writer)) = self.state.take() {
+            if let Err(e) = writer.abort().await {
+                tracing::error!(key = %self.key, cause = %e, "could not abort multipart upload; parts may remain until the bucket's lifecycle rule removes them");
+            }
+        }
+    }
+}
+
+impl Drop for PartSink {
+    /// The upload future was dropped mid-way (its task aborted): abort the
+    /// multipart upload in the background rather than leave parts behind.
+    fn drop(&mut self) {
+        if let Some(SinkState::Multipart(writer)) = self.state.take() {
+            let key = self.key.clone();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(async move {
+                    if let Err(e) = writer.abort().await {
+                        tracing::error!(%key, cause = %e, "could not abort dropped multipart upload");
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// Uploads `existing` (bytes kept from the current object for REST/APPE)
+/// followed by everything the client sends, then commits — or aborts.
+/// Returns the number of bytes received from the client.
+pub async fn upload<R>(
+    store: Arc<dyn ObjectStore>,
+    key: ObjectPath,
+    existing: Option<BoxStream<'static, object_store::Result<Bytes>>>,
+    mut input: R,
+    settings: UploadSettings,
+    session: &SessionContext,
+    guard: &TransferGuard,
+) -> Result<u64, UploadError>
+where
+    R: AsyncRead + Unpin,
+{
+    let idle = settings.idle_timeout;
+    let mut sink = PartSink::new(store, key, settings);
+    let result: Result<u64, UploadError> = async {
+        if let Some(mut head) = existing {
+            while let Some(chunk) = head.next().await {
+                let chunk = chunk.map_err(UploadError::Existing)?;
+                sink.write(&chunk).await.map_err(UploadError::Store)?;
+            }
+        }
+        let mut buf = vec![0u8; READ_CHUNK];
+        let mut received: u64 = 0;
+        loop {
+            let n = tokio::select! {
+                biased;
+                _ = guard.cancelled() => return Err(UploadError::Shutdown),
+                read = tokio::time::timeout(idle, input.read(&mut buf)) => match read {
+                    Err(_) => return Err(UploadError::Idle(idle)),
+                    Ok(Err(e)) => return Err(UploadError::Client(e)),
+                    Ok(Ok(n)) => n,
+                },
+            };
+            if n == 0 {
+                break;
+            }
+            received += n as u64;
+            crate::metrics::bytes_received(n);
+            tokio::select! {
+                biased;
+                _ = guard.cancelled() => return Err(UploadError::Shutdown),
+                written = sink.write(&buf[..n]) => written.map_err(UploadError::Store)?,
+            }
+        }
+        if !session.control_alive() {
+            return Err(UploadError::ClientGone);
+        }
+        if guard.is_cancelled() {
+            return Err(UploadError::Shutdown);
+        }
+        Ok(received)
+    }
+    .await;
+    match result {
+        Ok(received) => {
+            sink.finish().await.map_err(UploadError::Store)?;
+            Ok(received)
+        }
+        Err(e) => {
+            sink.abort().await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,944 @@
+//! Configuration: loaded once (TOML file + `BUCKETFTP__…` environment +
+//! command-line flags), validated into typed values, never re-read.
+//!
+//! Every error names the key and the value that is wrong, so a broken
+//! deployment says what to fix in one line.
+
+use crate::auth::{validate_hash, Permission, PermissionSet};
+use ipnet::IpNet;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use thiserror::Error;
+use url::Url;
+
+/// Default FTP control address for a developer's machine.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2121";
+/// Default metrics/health address.
+pub const DEFAULT_HTTP: &str = "127.0.0.1:9090";
+/// Default passive port range.
+pub const DEFAULT_PASSIVE_PORTS: &str = "50000-50100";
+/// Default directory served when nothing is configured.
+pub const DEFAULT_DATA_DIR: &str = "bucketftp-data";
+/// Default multipart part size: 8 MiB (S3's 10,000-part cap allows ~78 GiB objects).
+pub const DEFAULT_PART_SIZE: &str = "8MiB";
+/// S3 refuses parts under 5 MiB (except the last).
+pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+
+/// A configuration that cannot be used.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file or environment could not be read or has the wrong shape.
+    #[error("cannot load configuration")]
+    Load(#[source] config::ConfigError),
+    /// A key has a value we cannot use.
+    #[error("invalid value {value:?} for {key}: {reason}")]
+    Invalid {
+        /// Dotted key, e.g. `server.passive_ports` or `users[2].password_hash`.
+        key: String,
+        /// The offending value (never a password: see `redacted`).
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(
+    key: impl Into<String>,
+    value: impl Into<String>,
+    reason: impl Into<String>,
+) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        value: value.into(),
+        reason: reason.into(),
+    }
+}
+
+/// The file as written: strings where the typed config has richer types.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawConfig {
+    /// `[server]`
+    pub server: RawServer,
+    /// `[http]`
+    pub http: RawHttp,
+    /// `[log]`
+    pub log: RawLog,
+    /// `[storage]`
+    pub storage: RawStorage,
+    /// `[tls]`
+    pub tls: Option<RawTls>,
+    /// `[auth]`
+    pub auth: RawAuth,
+    /// `[[users]]`
+    pub users: Vec<RawUser>,
+}
+
+/// `[server]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawServer {
+    /// Address to listen on (IP:PORT).
+    pub listen: String,
+    /// First line clients see (one line).
+    pub greeting: String,
+    /// Ports for passive data connections (LOW-HIGH); open them in firewalls and Services.
+    pub passive_ports: String,
+    /// Address advertised in PASV replies: from-connection, an IPv4 address or a DNS name (a load balancer's).
+    pub passive_host: String,
+    /// Allow PORT (active mode); data connections only ever go back to the client's own IP.
+    pub active_mode: bool,
+    /// Close control connections idle this long (not while a transfer runs).
+    pub idle_timeout: String,
+    /// Most control connections at once; more get 421.
+    pub max_sessions: usize,
+    /// Most control connections from one client IP; more get 421.
+    pub max_sessions_per_ip: usize,
+    /// Most uploads at once (0 = unlimited); more get 450.
+    pub max_uploads: usize,
+    /// How long running transfers may finish after SIGTERM; keep below Kubernetes' terminationGracePeriodSeconds.
+    pub shutdown_grace: String,
+    /// Answer MKD of an existing directory with success (for devices that disconnect on 550).
+    pub mkd_existing_ok: bool,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_LISTEN.into(),
+            greeting: "bucketftp ready".into(),
+            passive_ports: DEFAULT_PASSIVE_PORTS.into(),
+            passive_host: "from-connection".into(),
+            active_mode: true,
+            idle_timeout: "10m".into(),
+            max_sessions: 1000,
+            max_sessions_per_ip: 100,
+            max_uploads: 0,
+            shutdown_grace: "30s".into(),
+            mkd_existing_ok: false,
+        }
+    }
+}
+
+/// `[http]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawHttp {
+    /// Address for /metrics, /healthz, /readyz; "off" disables.
+    pub listen: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_HTTP.into(),
+        }
+    }
+}
+
+/// `[log]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLog {
+    /// Log format: text or json.
+    pub format: String,
+    /// Log filter, e.g. info or bucketftp=debug,info.
+    pub level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            format: "text".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// `[storage]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawStorage {
+    /// Storage URL (s3://, gs://, az://, file://, memory://) or a local directory.
+    pub url: String,
+    /// object_store options for the URL (aws_endpoint, google_service_account, azure_storage_use_emulator, timeout, …).
+    pub options: BTreeMap<String, String>,
+    /// Multipart part size; memory per upload is about (upload_concurrency + 1) × part_size.
+    pub part_size: String,
+    /// Parts uploaded in parallel per upload.
+    pub upload_concurrency: usize,
+    /// Most objects one directory rename may move.
+    pub rename_limit: usize,
+}
+
+impl Default for RawStorage {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            options: BTreeMap::new(),
+            part_size: DEFAULT_PART_SIZE.into(),
+            upload_concurrency: 2,
+            rename_limit: 10_000,
+        }
+    }
+}
+
+/// `[tls]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain for explicit FTPS (AUTH TLS).
+    pub cert: PathBuf,
+    /// PEM private key for explicit FTPS.
+    pub key: PathBuf,
+    /// Who must use FTPS: none, accounts (all but anonymous) or all.
+    #[serde(default = "default_tls_required")]
+    pub required: String,
+}
+
+fn default_tls_required() -> String {
+    "none".into()
+}
+
+/// `[auth]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawAuth {
+    /// Accept anonymous logins (user anonymous or ftp).
+    pub anonymous: bool,
+    /// Home directory of anonymous users.
+    pub anonymous_home: String,
+    /// Permissions of anonymous users (read-only by default).
+    pub anonymous_permissions: Vec<String>,
+    /// Consecutive failed logins before lockout; 0 disables.
+    pub lockout_attempts: u32,
+    /// How long a lockout lasts.
+    pub lockout_period: String,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        Self {
+            anonymous: false,
+            anonymous_home: "/anonymous".into(),
+            anonymous_permissions: vec!["list".into(), "read".into()],
+            lockout_attempts: 5,
+            lockout_period: "5m".into(),
+        }
+    }
+}
+
+/// `[[users]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    /// Login name.
+    pub name: String,
+    /// PHC hash (argon2id or PBKDF2) from `bucketftp hash-password`; plaintext is refused.
+    pub password_hash: String,
+    /// Home directory inside the store; the user can never leave it.
+    #[serde(default = "default_home")]
+    pub home: String,
+    /// Any of list, read, write, delete, mkdir, rename, or all.
+    #[serde(default = "default_permissions")]
+    pub permissions: Vec<String>,
+    /// Disabled users cannot log in.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// The user's own storage URL (default: the shared store).
+    #[serde(default)]
+    pub storage: Option<String>,
+    /// Options for the user's own storage URL.
+    #[serde(default)]
+    pub storage_options: BTreeMap<String, String>,
+    /// Client IPs or CIDRs allowed to log in as this user (empty = any).
+    #[serde(default)]
+    pub allowed_ips: Vec<String>,
+    /// Refuse this user unless the control connection uses TLS.
+    #[serde(default)]
+    pub tls_required: bool,
+}
+
+fn default_home() -> String {
+    "/".into()
+}
+fn default_permissions() -> Vec<String> {
+    vec!["all".into()]
+}
+fn default_true() -> bool {
+    true
+}
+
+/// Where the advertised passive address comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PassiveHost {
+    /// The local address of the control connection.
+    FromConnection,
+    /// A fixed IPv4 address (a load balancer's).
+    Ip(std::net::Ipv4Addr),
+    /// A DNS name resolved at each PASV.
+    Dns(String),
+}
+
+/// Who must use FTPS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsRequired {
+    /// Nobody.
+    None,
+    /// Everyone but anonymous.
+    Accounts,
+    /// Everyone.
+    All,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Address to listen on (IP:PORT).
+    pub listen: SocketAddr,
+    /// First line clients see (one line).
+    pub greeting: String,
+    /// Ports for passive data connections (LOW-HIGH); open them in firewalls and Services.
+    pub passive_ports: RangeInclusive<u16>,
+    /// Address advertised in PASV replies: from-connection, an IPv4 address or a DNS name (a load balancer's).
+    pub passive_host: PassiveHost,
+    /// Allow PORT (active mode); data connections only ever go back to the client's own IP.
+    pub active_mode: bool,
+    /// Close control connections idle this long (not while a transfer runs).
+    pub idle_timeout: Duration,
+    /// Most control connections at once; more get 421.
+    pub max_sessions: usize,
+    /// Most control connections from one client IP; more get 421.
+    pub max_sessions_per_ip: usize,
+    /// Most uploads at once (0 = unlimited); more get 450.
+    pub max_uploads: Option<usize>,
+    /// How long running transfers may finish after SIGTERM; keep below Kubernetes' terminationGracePeriodSeconds.
+    pub shutdown_grace: Duration,
+    /// Answer MKD of an existing directory with success (for devices that disconnect on 550).
+    pub mkd_existing_ok: bool,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, for terminals.
+    Text,
+    /// One JSON object per line, for log collectors.
+    Json,
+}
+
+/// `[log]`, validated.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    /// Log format: text or json.
+    pub format: LogFormat,
+    /// An `EnvFilter` directive, e.g. `info` or `bucketftp=debug,info`.
+    pub level: String,
+}
+
+/// `[storage]`, validated.
+#[derive(Debug, Clone)]
+pub struct StorageConfig {
+    /// Storage URL (s3://, gs://, az://, file://, memory://) or a local directory.
+    pub url: Url,
+    /// object_store options for the URL (aws_endpoint, google_service_account, azure_storage_use_emulator, timeout, …).
+    pub options: BTreeMap<String, String>,
+    /// Multipart part size; memory per upload is about (upload_concurrency + 1) × part_size.
+    pub part_size: usize,
+    /// Parts uploaded in parallel per upload.
+    pub upload_concurrency: usize,
+    /// Most objects one directory rename may move.
+    pub rename_limit: usize,
+}
+
+/// `[tls]`, validated.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// PEM certificate chain for explicit FTPS (AUTH TLS).
+    pub cert: PathBuf,
+    /// PEM private key for explicit FTPS.
+    pub key: PathBuf,
+    /// Who must use FTPS: none, accounts (all but anonymous) or all.
+    pub required: TlsRequired,
+}
+
+/// `[auth]`, validated.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// Accept anonymous logins (user anonymous or ftp).
+    pub anonymous: Option<AnonymousConfig>,
+    /// Consecutive failed logins before lockout; 0 disables.
+    pub lockout_attempts: u32,
+    /// How long a lockout lasts.
+    pub lockout_period: Duration,
+}
+
+/// Anonymous access, when enabled.
+#[derive(Debug, Clone)]
+pub struct AnonymousConfig {
+    /// Home directory inside the store; the user can never leave it.
+    pub home: String,
+    /// Any of list, read, write, delete, mkdir, rename, or all.
+    pub permissions: PermissionSet,
+}
+
+/// One `[[users]]` entry, validated.
+#[derive(Clone)]
+pub struct UserConfig {
+    /// Login name.
+    pub name: String,
+    /// PHC hash (argon2id or PBKDF2) from `bucketftp hash-password`; plaintext is refused.
+    pub password_hash: String,
+    /// Home directory inside the store; the user can never leave it.
+    pub home: String,
+    /// Any of list, read, write, delete, mkdir, rename, or all.
+    pub permissions: PermissionSet,
+    /// Disabled users cannot log in.
+    pub enabled: bool,
+    /// The user's own storage URL (default: the shared store).
+    pub storage: Option<(Url, BTreeMap<String, String>)>,
+    /// Client networks allowed to log in as this user (empty = any).
+    pub allowed_networks: Vec<IpNet>,
+    /// Refuse this user unless the control connection uses TLS.
+    pub tls_required: bool,
+}
+
+impl std::fmt::Debug for UserConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserConfig")
+            .field("name", &self.name)
+            .field("home", &self.home)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The FTP server.
+    pub server: ServerConfig,
+    /// `None` when the HTTP endpoint is switched off.
+    pub http: Option<SocketAddr>,
+    /// Logging.
+    pub log: LogConfig,
+    /// The user's own storage URL (default: the shared store).
+    pub storage: StorageConfig,
+    /// Explicit FTPS.
+    pub tls: Option<TlsConfig>,
+    /// Authentication.
+    pub auth: AuthConfig,
+    /// Accounts.
+    pub users: Vec<UserConfig>,
+}
+
+/// Flags that override the file (the quick-start contract).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// Address to listen on (IP:PORT).
+    pub listen: Option<String>,
+    /// The metrics/health endpoint (None = off).
+    pub http: Option<String>,
+    /// The user's own storage URL (default: the shared store).
+    pub storage: Option<String>,
+    /// Options for the user's own storage URL.
+    pub storage_options: Vec<(String, String)>,
+    /// Ports for passive data connections (LOW-HIGH); open them in firewalls and Services.
+    pub passive_ports: Option<String>,
+    /// Log format from --log-format.
+    pub log_format: Option<String>,
+}
+
+/// Loads file (optional) + environment + overrides, then validates.
+pub fn load(
+    file: Option<&Path>,
+    env: &BTreeMap<String, String>,
+    overrides: &Overrides,
+) -> Result<Config, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(file) = file {
+        builder = builder.add_source(
+            config::File::from(file)
+                .format(config::FileFormat::Toml)
+                .required(true),
+        );
+    }
+    let env_source = config::Environment::with_prefix("BUCKETFTP")
+        .prefix_separator("__")
+        .separator("__")
+        .try_parsing(true)
+        .source(Some(
+            env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        ));
+    builder = builder.add_source(env_source);
+    let raw: RawConfig = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(ConfigError::Load)?;
+    validate(apply(raw, overrides))
+}
+
+/// Parses TOML text alone (for `check-config` tests and fuzzing).
+pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = config::Config::builder()
+        .add_source(config::File::from_str(text, config::FileFormat::Toml))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(ConfigError::Load)?;
+    validate(raw)
+}
+
+fn apply(mut raw: RawConfig, o: &Overrides) -> RawConfig {
+    if let Some(v) = &o.listen {
+        raw.server.listen = v.clone();
+    }
+    if let Some(v) = &o.http {
+        raw.http.listen = v.clone();
+    }
+    if let Some(v) = &o.storage {
+        raw.storage.url = v.clone();
+    }
+    for (k, v) in &o.storage_options {
+        raw.storage.options.insert(k.clone(), v.clone());
+    }
+    if let Some(v) = &o.passive_ports {
+        raw.server.passive_ports = v.clone();
+    }
+    if let Some(v) = &o.log_format {
+        raw.log.format = v.clone();
+    }
+    raw
+}
+
+/// Turns the raw values into typed ones, naming the first bad key.
+pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+    let s = &raw.server;
+    let server = ServerConfig {
+        listen: parse_addr("server.listen", &s.listen)?,
+        greeting: s.greeting.clone(),
+        passive_ports: parse_port_range("server.passive_ports", &s.passive_ports)?,
+        passive_host: parse_passive_host(&s.passive_host)?,
+        active_mode: s.active_mode,
+        idle_timeout: parse_duration("server.idle_timeout", &s.idle_timeout)?,
+        max_sessions: positive("server.max_sessions", s.max_sessions)?,
+        max_sessions_per_ip: positive("server.max_sessions_per_ip", s.max_sessions_per_ip)?,
+        max_uploads: (s.max_uploads > 0).then_some(s.max_uploads),
+        shutdown_grace: parse_duration("server.shutdown_grace", &s.shutdown_grace)?,
+        mkd_existing_ok: s.mkd_existing_ok,
+    };
+    if server.greeting.contains(['\r', '\n']) {
+        return Err(invalid(
+            "server.greeting",
+            &server.greeting,
+            "must be one line",
+        ));
+    }
+    let http = match raw.http.listen.as_str() {
+        "off" | "" => None,
+        addr => Some(parse_addr("http.listen", addr)?),
+    };
+    let log = LogConfig {
+        format: match raw.log.format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    other,
+                    "expected \"text\" or \"json\"",
+                ))
+            }
+        },
+        level: raw.log.level.clone(),
+    };
+    if tracing_subscriber::EnvFilter::try_new(&log.level).is_err() {
+        return Err(invalid(
+            "log.level",
+            &log.level,
+            "not a valid log filter (e.g. \"info\")",
+        ));
+    }
+    let storage = StorageConfig {
+        url: parse_storage_url("storage.url", &raw.storage.url)?,
+        options: raw.storage.options.clone(),
+        part_size: parse_part_size(&raw.storage.part_size)?,
+        upload_concurrency: positive("storage.upload_concurrency", raw.storage.upload_concurrency)?,
+        rename_limit: positive("storage.rename_limit", raw.storage.rename_limit)?,
+    };
+    let tls = match &raw.tls {
+        None => None,
+        Some(t) => Some(TlsConfig {
+            cert: existing_file("tls.cert", &t.cert)?,
+            key: existing_file("tls.key", &t.key)?,
+            required: match t.required.as_str() {
+                "none" => TlsRequired::None,
+                "accounts" => TlsRequired::Accounts,
+                "all" => TlsRequired::All,
+                other => {
+                    return Err(invalid(
+                        "tls.required",
+                        other,
+                        "expected none, accounts or all",
+                    ))
+                }
+            },
+        }),
+    };
+    let a = &raw.auth;
+    let auth = AuthConfig {
+        anonymous: if a.anonymous {
+            Some(AnonymousConfig {
+                home: a.anonymous_home.clone(),
+                permissions: Permission::parse_list(&a.anonymous_permissions).map_err(|bad| {
+                    invalid("auth.anonymous_permissions", bad, "unknown permission")
+                })?,
+            })
+        } else {
+            None
+        },
+        lockout_attempts: a.lockout_attempts,
+        lockout_period: parse_duration("auth.lockout_period", &a.lockout_period)?,
+    };
+    let mut users = Vec::with_capacity(raw.users.len());
+    let mut seen = std::collections::HashSet::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let key = |field: &str| format!("users[{i}].{field}");
+        if u.name.is_empty() || u.name.contains([':', ' ', '\r', '\n']) {
+            return Err(invalid(
+                key("name"),
+                &u.name,
+                "must be non-empty, without spaces or ':'",
+            ));
+        }
+        if crate::auth::ANONYMOUS_NAMES.contains(&u.name.as_str()) {
+            return Err(invalid(
+                key("name"),
+                &u.name,
+                "reserved for anonymous access (see auth.anonymous)",
+            ));
+        }
+        if !seen.insert(u.name.clone()) {
+            return Err(invalid(key("name"), &u.name, "duplicate user name"));
+        }
+        // Never echo the value: it may be a plaintext password.
+        validate_hash(&u.password_hash)
+            .map_err(|e| invalid(key("password_hash"), "<redacted>", e.to_string()))?;
+        let storage = match &u.storage {
+            None => None,
+            Some(url) => Some((
+                parse_storage_url(&key("storage"), url)?,
+                u.storage_options.clone(),
+            )),
+        };
+        let allowed_networks = u
+            .allowed_ips
+            .iter()
+            .map(|net| {
+                parse_network(net).ok_or_else(|| {
+                    invalid(
+                        key("allowed_ips"),
+                        net,
+                        "expected an IP or CIDR, e.g. 10.0.0.0/8",
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        crate::paths::normalize(&u.home)
+            .map_err(|e| invalid(key("home"), &u.home, e.to_string()))?;
+        users.push(UserConfig {
+            name: u.name.clone(),
+            password_hash: u.password_hash.clone(),
+            home: u.home.clone(),
+            permissions: Permission::parse_list(&u.permissions).map_err(|bad| {
+                invalid(
+                    key("permissions"),
+                    bad,
+                    "expected list, read, write, delete, mkdir, rename or all",
+                )
+            })?,
+            enabled: u.enabled,
+            storage,
+            allowed_networks,
+            tls_required: u.tls_required,
+        });
+    }
+    Ok(Config {
+        server,
+        http,
+        log,
+        storage,
+        tls,
+        auth,
+        users,
+    })
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .parse()
+        .map_err(|_| invalid(key, value, "expected IP:PORT, e.g. 0.0.0.0:2121"))
+}
+
+fn positive(key: &str, value: usize) -> Result<usize, ConfigError> {
+    if value == 0 {
+        Err(invalid(key, "0", "must be at least 1"))
+    } else {
+        Ok(value)
+    }
+}
+
+/// `LOW-HIGH`, both non-zero, LOW ≤ HIGH.
+pub fn parse_port_range(key: &str, value: &str) -> Result<RangeInclusive<u16>, ConfigError> {
+    let bad = || invalid(key, value, "expected LOW-HIGH, e.g. 50000-50100");
+    let (low, high) = value.split_once('-').ok_or_else(bad)?;
+    let low: u16 = low.trim().parse().map_err(|_| bad())?;
+    let high: u16 = high.trim().parse().map_err(|_| bad())?;
+    if low == 0 || low > high {
+        return Err(bad());
+    }
+    Ok(low..=high)
+}
+
+fn parse_passive_host(value: &str) -> Result<PassiveHost, ConfigError> {
+    if value == "from-connection" || value.is_empty() {
+        return Ok(PassiveHost::FromConnection);
+    }
+    match value.parse::<IpAddr>() {
+        Ok(IpAddr::V4(ip)) => Ok(PassiveHost::Ip(ip)),
+        Ok(IpAddr::V6(_)) => Err(invalid(
+            "server.passive_host",
+            value,
+            "PASV can only advertise IPv4; IPv6 clients use EPSV, which needs no host",
+        )),
+        Err(_) if value.contains('.') && !value.contains(['/', ':', ' ']) => {
+            Ok(PassiveHost::Dns(value.to_string()))
+        }
+        Err(_) => Err(invalid(
+            "server.passive_host",
+            value,
+            "expected from-connection, an IPv4 address or a DNS name",
+        )),
+    }
+}
+
+/// Durations like `30s`, `10m`, `1h 30m` (humantime).
+pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value).map_err(|e| {
+        invalid(
+            key,
+            value,
+            format!("expected a duration like 30s or 10m ({e})"),
+        )
+    })
+}
+
+/// Sizes like `8MiB`, `16MB`, `5242880`.
+fn parse_part_size(value: &str) -> Result<usize, ConfigError> {
+    let bad = |why: &str| invalid("storage.part_size", value, why.to_string());
+    let text = value.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    let number: u64 = digits
+        .parse()
+        .map_err(|_| bad("expected a size like 8MiB"))?;
+    let multiplier: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "KB" | "kB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        _ => return Err(bad("unknown unit (use B, KiB, MiB, GiB)")),
+    };
+    let bytes = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| bad("too large"))?;
+    if bytes < MIN_PART_SIZE {
+        return Err(bad("must be at least 5MiB (the S3 minimum part size)"));
+    }
+    if bytes > 5 * (1 << 30) {
+        return Err(bad("must be at most 5GiB (the S3 maximum part size)"));
+    }
+    usize::try_from(bytes).map_err(|_| bad("too large for this platform"))
+}
+
+/// A storage URL; a bare path means a local directory (made absolute).
+fn parse_storage_url(key: &str, value: &str) -> Result<Url, ConfigError> {
+    let value = if value.is_empty() {
+        DEFAULT_DATA_DIR
+    } else {
+        value
+    };
+    if let Ok(url) = Url::parse(value) {
+        if url.scheme().len() > 1 {
+            return Ok(url);
+        }
+    }
+    let path = Path::new(value);
+    let absolute = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| invalid(key, value, format!("cannot resolve relative path: {e}")))?
+            .join(path)
+    };
+    Url::from_directory_path(&absolute).map_err(|()| {
+        invalid(
+            key,
+            value,
+            "expected a URL such as s3://bucket/prefix or a directory",
+        )
+    })
+}
+
+fn existing_file(key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
+    if path.is_file() {
+        Ok(path.to_path_buf())
+    } else {
+        Err(invalid(
+            key,
+            path.display().to_string(),
+            "file does not exist",
+        ))
+    }
+}
+
+fn parse_network(value: &str) -> Option<IpNet> {
+    value
+        .parse::<IpNet>()
+        .ok()
+        .or_else(|| value.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hash() -> String {
+        crate::auth::hash_password("pw").unwrap()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = from_toml("").unwrap();
+        assert_eq!(c.server.listen.to_string(), DEFAULT_LISTEN);
+        assert_eq!(c.server.passive_ports, 50000..=50100);
+        assert_eq!(c.storage.url.scheme(), "file");
+        assert_eq!(c.storage.part_size, 8 << 20);
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let cases = [
+            ("[server]\nlisten = \"nope\"", "server.listen", "nope"),
+            (
+                "[server]\npassive_ports = \"9-3\"",
+                "server.passive_ports",
+                "9-3",
+            ),
+            (
+                "[server]\nidle_timeout = \"soon\"",
+                "server.idle_timeout",
+                "soon",
+            ),
+            (
+                "[storage]\npart_size = \"1MiB\"",
+                "storage.part_size",
+                "1MiB",
+            ),
+            ("[log]\nformat = \"xml\"", "log.format", "xml"),
+            (
+                "[tls]\ncert = \"/nonexistent\"\nkey = \"/nonexistent\"",
+                "tls.cert",
+                "/nonexistent",
+            ),
+        ];
+        for (text, key, value) in cases {
+            let err = from_toml(text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains(value), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let err = from_toml("[server]\nlisten_addr = \"x\"").unwrap_err();
+        assert!(format!("{:?}", err).contains("listen_addr"), "{err:?}");
+    }
+
+    #[test]
+    fn plaintext_passwords_are_refused_without_echo() {
+        let text = "[[users]]\nname = \"alice\"\npassword_hash = \"hunter2\"";
+        let err = from_toml(text).unwrap_err().to_string();
+        assert!(
+            err.contains("users[0].password_hash") && err.contains("hash-password"),
+            "{err}"
+        );
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn users_parse() {
+        let text = format!(
+            "[[users]]\nname = \"cam\"\npassword_hash = \"{}\"\nhome = \"/cams/1\"\npermissions = [\"write\", \"mkdir\"]\nallowed_ips = [\"10.0.0.0/8\", \"::1\"]",
+            hash()
+        );
+        let c = from_toml(&text).unwrap();
+        let u = &c.users[0];
+        assert!(u.permissions.allows(Permission::Write) && !u.permissions.allows(Permission::Read));
+        assert_eq!(u.allowed_networks.len(), 2);
+        let dup = format!("{text}\n{}", &text);
+        assert!(from_toml(&dup)
+            .unwrap_err()
+            .to_string()
+            .contains("duplicate"));
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let env: BTreeMap<String, String> = [
+            (
+                "BUCKETFTP__SERVER__LISTEN".to_string(),
+                "127.0.0.1:2200".to_string(),
+            ),
+            (
+                "BUCKETFTP__STORAGE__OPTIONS__AWS_REGION".to_string(),
+                "eu-west-1".to_string(),
+            ),
+        ]
+        .into();
+        let c = load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.server.listen.port(), 2200);
+        assert_eq!(
+            c.storage.options.get("aws_region").map(String::as_str),
+            Some("eu-west-1")
+        );
+        let flags = Overrides {
+            listen: Some("127.0.0.1:2300".into()),
+            ..Overrides::default()
+        };
+        assert_eq!(load(None, &env, &flags).unwrap().server.listen.port(), 2300);
+    }
+
+    #[test]
+    fn passive_host_forms() {
+        assert_eq!(
+            parse_passive_host("from-connection").unwrap(),
+            PassiveHost::FromConnection
+        );
+        assert_eq!(
+            parse_passive_host("1.2.3.4").unwrap(),
+            PassiveHost::Ip([1, 2, 3, 4].into())
+        );
+        assert_eq!(
+            parse_passive_host("ftp.example.com").unwrap(),
+            PassiveHost::Dns("ftp.example.com".into())
+        );
+        assert!(parse_passive_host("::1").is_err());
+    }
+}

@@ -1,0 +1,279 @@
+//! bucketftp: an FTP server whose files live in an object store.
+//!
+//! Devices and programs that only speak FTP (cameras, scanners, PLCs, lab
+//! instruments, old batch jobs) upload to bucketftp; the files land as
+//! objects in S3, GCS, Azure Blob, a local directory or memory.
+//!
+//! # Layout
+//! - [`config`]: TOML + environment + flags → validated [`config::Config`].
+//! - [`store_url`]: storage URL + options → object store (one code path).
+//! - [`paths`]: FTP path → object key, jailed under the user's home.
+//! - [`auth`]: accounts, password hashes, lockout, libunftp authenticator.
+//! - [`backend`]: libunftp `StorageBackend` over `object_store` (listing,
+//!   streaming uploads and downloads, directories, the error table).
+//! - [`transfers`]: in-flight transfer registry for graceful shutdown.
+//! - [`server`]: the FTP accept loop and session limits.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`metrics`]: Prometheus metrics.
+//!
+//! The binary (`src/main.rs`) only parses flags and calls [`run`]; tests call
+//! [`run`] in-process with listeners bound to port 0.
+
+#![deny(missing_docs)]
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod paths;
+pub mod server;
+pub mod store_url;
+pub mod transfers;
+
+use auth::{Account, Accounts, Lockout};
+use backend::upload::UploadSettings;
+use backend::BackendSettings;
+use config::{Config, LogFormat};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use store_url::{open_store, OpenedStore, StoreUrlError};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway could not start.
+#[derive(Debug, Error)]
+pub enum RunError {
+    /// A storage URL could not be opened.
+    #[error("storage {url} cannot be used")]
+    Storage {
+        /// The URL (credentials removed).
+        url: String,
+        /// What went wrong.
+        #[source]
+        source: StoreUrlError,
+    },
+    /// A storage answered the start-up probe with an error (missing bucket,
+    /// wrong credentials, unreachable endpoint).
+    #[error("storage {url} is not usable: {reason}")]
+    StorageUnreachable {
+        /// The URL (credentials removed).
+        url: String,
+        /// The storage's answer.
+        reason: String,
+    },
+    /// A user's home cannot become a key prefix.
+    #[error("home of user {user} is not a valid path")]
+    Home {
+        /// The user.
+        user: String,
+        /// Why.
+        #[source]
+        source: paths::PathError,
+    },
+    /// Hashing failed (no OS randomness).
+    #[error("cannot prepare password verification: {0}")]
+    Hash(String),
+}
+
+/// The error and its causes on one line: `a: b: c`.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut cause = err.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+/// Installs the global log subscriber (text or JSON). libunftp logs through
+/// the `log` crate, which `tracing-subscriber` picks up.
+///
+/// libunftp instruments its handlers with spans whose fields are `Debug`
+/// dumps of the whole session (including the parsed `PASS` command), so its
+/// spans and info-level chatter are kept at `warn` unless the operator's
+/// filter names `libunftp` explicitly. Our audit records cover the same
+/// ground without secrets.
+pub fn init_logging(log: &config::LogConfig) {
+    let directive = log_directive(&log.level);
+    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match log.format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}
+
+/// The effective log filter for an operator's `log.level`.
+pub fn log_directive(level: &str) -> String {
+    if level.contains("libunftp") {
+        level.to_string()
+    } else {
+        format!("{level},libunftp=warn")
+    }
+}
+
+/// Opens every store the configuration names and builds the accounts.
+///
+/// Returns the accounts and the distinct stores (for readiness).
+pub fn build_accounts(
+    config: &Config,
+    env: &BTreeMap<String, String>,
+) -> Result<(Accounts, Vec<OpenedStore>), RunError> {
+    let open = |url: &url::Url, options: &BTreeMap<String, String>| {
+        open_store(url, options, env).map_err(|source| RunError::Storage {
+            url: url.to_string(),
+            source,
+        })
+    };
+    let default_store = open(&config.storage.url, &config.storage.options)?;
+    let mut stores = vec![default_store.clone()];
+    let mut users = Vec::new();
+    for user in &config.users {
+        let store = match &user.storage {
+            Some((url, options)) => {
+                let store = open(url, options)?;
+                stores.push(store.clone());
+                store
+            }
+            None => default_store.clone(),
+        };
+        let jail = Account::jail_for(&store, &user.home).map_err(|source| RunError::Home {
+            user: user.name.clone(),
+            source,
+        })?;
+        users.push(Account {
+            name: user.name.clone(),
+            password_hash: Some(user.password_hash.clone()),
+            store,
+            jail,
+            permissions: user.permissions,
+            enabled: user.enabled,
+            allowed_networks: user.allowed_networks.clone(),
+            tls_required: user.tls_required,
+        });
+    }
+    let anonymous = match &config.auth.anonymous {
+        None => None,
+        Some(anon) => Some(Account {
+            name: "anonymous".into(),
+            password_hash: None,
+            store: default_store.clone(),
+            jail: Account::jail_for(&default_store, &anon.home).map_err(|source| {
+                RunError::Home {
+                    user: "anonymous".into(),
+                    source,
+                }
+            })?,
+            permissions: anon.permissions,
+            enabled: true,
+            allowed_networks: Vec::new(),
+            tls_required: false,
+        }),
+    };
+    let lockout = Lockout::new(config.auth.lockout_attempts, config.auth.lockout_period);
+    let accounts =
+        Accounts::new(users, anonymous, lockout).map_err(|e| RunError::Hash(e.to_string()))?;
+    Ok((accounts, stores))
+}
+
+/// The listeners the gateway serves on, bound by the caller.
+#[derive(Debug)]
+pub struct Listeners {
+    /// FTP control connections.
+    pub ftp: TcpListener,
+    /// `/metrics`, `/healthz`, `/readyz` (optional).
+    pub http: Option<TcpListener>,
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains gracefully.
+///
+/// Storage is probed once before serving, so a wrong bucket or bad
+/// credentials stop start-up with one clear line instead of failing every
+/// later session.
+pub async fn run(
+    config: Config,
+    env: &BTreeMap<String, String>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let (accounts, stores) = build_accounts(&config, env)?;
+    serve(config, accounts, stores, listeners, shutdown).await
+}
+
+/// Like [`run`], with accounts and stores already opened (tests keep a
+/// handle on the store to check what landed in it).
+pub async fn serve(
+    config: Config,
+    accounts: Accounts,
+    stores: Vec<OpenedStore>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    metrics::init();
+    for store in &stores {
+        http::probe(store)
+            .await
+            .map_err(|reason| RunError::StorageUnreachable {
+                url: store.display_url.clone(),
+                reason,
+            })?;
+    }
+    let config = Arc::new(config);
+    let settings = Arc::new(BackendSettings {
+        upload: UploadSettings {
+            part_size: config.storage.part_size,
+            concurrency: config.storage.upload_concurrency,
+            idle_timeout: config.server.idle_timeout,
+        },
+        rename_limit: config.storage.rename_limit,
+        mkd_existing_ok: config.server.mkd_existing_ok,
+    });
+    let transfers = transfers::Transfers::new(config.server.max_uploads);
+    let health = http::Health::new(stores);
+    let service = Arc::new(server::FtpService::new(
+        config.clone(),
+        Arc::new(accounts),
+        settings,
+        transfers,
+    ));
+
+    let stop_ftp = CancellationToken::new();
+    let stop_http = CancellationToken::new();
+    {
+        let stop_ftp = stop_ftp.clone();
+        let health = health.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            health.set_shutting_down();
+            stop_ftp.cancel();
+        });
+    }
+    let http_task = listeners.http.map(|listener| {
+        let health = health.clone();
+        let stop = stop_http.clone();
+        tokio::spawn(async move {
+            http::serve(listener, health, async move { stop.cancelled().await }).await
+        })
+    });
+    health.set_accepting(true);
+    metrics::set_ready(true);
+    let stop = stop_ftp.clone();
+    service
+        .serve(listeners.ftp, async move { stop.cancelled().await })
+        .await;
+    health.set_accepting(false);
+    stop_http.cancel();
+    if let Some(task) = http_task {
+        let _ = task.await;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

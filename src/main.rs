@@ -1,0 +1,223 @@
+//! The `bucketftp` binary: flags → config → [`bucketftp::run`].
+
+use anyhow::Context;
+use bucketftp::config::{self, Overrides, UserConfig};
+use clap::{Parser, Subcommand};
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::path::PathBuf;
+
+/// An FTP server that stores files in S3, GCS, Azure Blob or a local directory.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "BUCKETFTP_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    /// FTP control address, e.g. 0.0.0.0:21 (overrides server.listen).
+    #[arg(long)]
+    listen: Option<String>,
+    /// Metrics/health address, or "off" (overrides http.listen).
+    #[arg(long)]
+    http: Option<String>,
+    /// Storage URL: file:///dir, memory://, s3://bucket/prefix, gs://…, az://… (overrides storage.url).
+    #[arg(long)]
+    storage: Option<String>,
+    /// Storage option KEY=VALUE (object_store's names, e.g. aws_endpoint=http://127.0.0.1:9000); repeatable.
+    #[arg(long = "storage-option", value_name = "KEY=VALUE")]
+    storage_options: Vec<String>,
+    /// A user with full access to the whole store, NAME:PASSWORD; repeatable.
+    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    users: Vec<String>,
+    /// Passive data port range LOW-HIGH (overrides server.passive_ports).
+    #[arg(long)]
+    passive_ports: Option<String>,
+    /// Log format: text or json (overrides log.format).
+    #[arg(long)]
+    log_format: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print an argon2id hash for users[].password_hash (password from the argument or stdin).
+    HashPassword {
+        /// The password; read from standard input when omitted.
+        password: Option<String>,
+    },
+    /// Validate the configuration and exit.
+    CheckConfig,
+}
+
+fn main() -> std::process::ExitCode {
+    match real_main() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "bucketftp: {}",
+                e.chain()
+                    .map(|c| c.to_string())
+                    .collect::<Vec<_>>()
+                    .join(": ")
+            );
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let env: BTreeMap<String, String> = std::env::vars().collect();
+    match cli.command {
+        Some(Command::HashPassword { password }) => {
+            let password = match password {
+                Some(p) => p,
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin().lock().read_line(&mut line)?;
+                    line.trim_end_matches(['\r', '\n']).to_string()
+                }
+            };
+            anyhow::ensure!(!password.is_empty(), "empty password");
+            println!(
+                "{}",
+                bucketftp::auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?
+            );
+            Ok(())
+        }
+        Some(Command::CheckConfig) => {
+            let config = load(&cli.serve, &env)?;
+            bucketftp::build_accounts(&config, &env)?;
+            println!(
+                "configuration ok: {} user(s), storage {}",
+                config.users.len(),
+                config.storage.url
+            );
+            Ok(())
+        }
+        None => serve(cli.serve, env),
+    }
+}
+
+fn load(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<config::Config> {
+    let storage_options = args
+        .storage_options
+        .iter()
+        .map(|kv| {
+            kv.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--storage-option {kv:?}: expected KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let overrides = Overrides {
+        listen: args.listen.clone(),
+        http: args.http.clone(),
+        storage: args.storage.clone(),
+        storage_options,
+        passive_ports: args.passive_ports.clone(),
+        log_format: args.log_format.clone(),
+    };
+    let mut config = config::load(args.config.as_deref(), env, &overrides)?;
+    for spec in &args.users {
+        let (name, password) = spec
+            .split_once(':')
+            .with_context(|| "--user: expected NAME:PASSWORD".to_string())?;
+        config.users.retain(|u| u.name != name);
+        config.users.push(full_access_user(name, password)?);
+    }
+    Ok(config)
+}
+
+fn full_access_user(name: &str, password: &str) -> anyhow::Result<UserConfig> {
+    let raw = config::RawConfig {
+        users: vec![config::RawUser {
+            name: name.to_string(),
+            password_hash: bucketftp::auth::hash_password(password)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            home: "/".into(),
+            permissions: vec!["all".into()],
+            enabled: true,
+            storage: None,
+            storage_options: BTreeMap::new(),
+            allowed_ips: Vec::new(),
+            tls_required: false,
+        }],
+        ..config::RawConfig::default()
+    };
+    let mut validated = config::validate(raw).with_context(|| format!("--user {name}"))?;
+    validated.users.pop().context("user vanished in validation")
+}
+
+fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
+    let mut config = load(&args, &env)?;
+    bucketftp::init_logging(&config.log);
+    let generated = if config.users.is_empty() && config.auth.anonymous.is_none() {
+        let password: String = {
+            use rand::Rng;
+            rand::thread_rng()
+                .sample_iter(&rand::distributions::Alphanumeric)
+                .take(16)
+                .map(char::from)
+                .collect()
+        };
+        config.users.push(full_access_user("bucketftp", &password)?);
+        Some(password)
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Runtime::new()?;
+    runtime.block_on(async move {
+        let ftp = tokio::net::TcpListener::bind(config.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
+        let http = match config.http {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http.listen)"))?,
+            ),
+            None => None,
+        };
+        let addr = ftp.local_addr()?;
+        println!("bucketftp serving {} on ftp://{addr}/", config.storage.url);
+        match &generated {
+            Some(password) => println!("log in as user \"bucketftp\" with password \"{password}\", e.g.: curl -T FILE ftp://bucketftp:{password}@{addr}/"),
+            None => println!("log in with a configured user, e.g.: curl -u NAME -T FILE ftp://{addr}/"),
+        }
+        if let Some(http) = &http {
+            println!("metrics and health on http://{}/metrics", http.local_addr()?);
+        }
+        bucketftp::run(config, &env, bucketftp::Listeners { ftp, http }, shutdown_signal()).await?;
+        anyhow::Ok(())
+    })
+}
+
+/// Resolves on SIGTERM (Kubernetes) or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown signal received");
+}

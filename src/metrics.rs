@@ -1,0 +1,194 @@
+//! bucketftp's own Prometheus metrics, in the process's default registry.
+//!
+//! The default registry is also where libunftp registers its `ftp_*`
+//! metrics, so one `/metrics` handler serves both. Labels carry only bounded
+//! values (direction, outcome, operation), never a path or a user name.
+
+use crate::transfers::Direction;
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+};
+use std::sync::LazyLock;
+use std::time::Duration;
+
+/// Buckets for transfer sizes: 1 KiB … 16 GiB.
+const SIZE_BUCKETS: [f64; 9] = [
+    1024.0,
+    16384.0,
+    262144.0,
+    1048576.0,
+    16777216.0,
+    268435456.0,
+    1073741824.0,
+    4294967296.0,
+    17179869184.0,
+];
+
+/// Buckets for transfer durations: 10 ms … 1 h.
+const TRANSFER_SECONDS: [f64; 10] = [0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 30.0, 120.0, 600.0, 3600.0];
+
+/// Buckets for single storage requests: 1 ms … 60 s.
+const STORAGE_SECONDS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0, 60.0,
+];
+
+// The `register_*!` macros fail only for an invalid or duplicate metric
+// name; every name below is a constant registered exactly once (LazyLock),
+// so `expect` documents an impossible state.
+macro_rules! lazy {
+    ($name:ident: $ty:ty = $init:expr) => {
+        static $name: LazyLock<$ty> =
+            LazyLock::new(|| $init.expect("metric names are constant and registered once"));
+    };
+}
+
+lazy!(SESSIONS: IntGauge = register_int_gauge!("bucketftp_sessions_active", "FTP control connections currently open"));
+lazy!(SESSIONS_REJECTED: IntCounterVec = register_int_counter_vec!("bucketftp_sessions_rejected_total", "Connections refused with 421, by reason", &["reason"]));
+lazy!(LOGINS: IntCounterVec = register_int_counter_vec!("bucketftp_logins_total", "Login attempts by outcome", &["outcome"]));
+lazy!(LOCKOUT_FAILURES: IntCounter = register_int_counter!("bucketftp_login_failures_counted_total", "Failed logins counted towards lockout"));
+lazy!(BYTES_RECEIVED: IntCounter = register_int_counter!("bucketftp_received_bytes_total", "Bytes received from FTP clients on data connections"));
+lazy!(BYTES_SENT: IntCounter = register_int_counter!("bucketftp_sent_bytes_total", "Bytes sent to FTP clients on data connections"));
+lazy!(TRANSFERS_ACTIVE: IntGaugeVec = register_int_gauge_vec!("bucketftp_transfers_in_flight", "Transfers running now, by direction", &["direction"]));
+lazy!(TRANSFERS: IntCounterVec = register_int_counter_vec!("bucketftp_transfers_total", "Finished transfers by direction and outcome", &["direction", "outcome"]));
+lazy!(TRANSFER_SECONDS_H: HistogramVec = register_histogram_vec!("bucketftp_transfer_duration_seconds", "Duration of finished transfers", &["direction", "outcome"], TRANSFER_SECONDS.to_vec()));
+lazy!(TRANSFER_BYTES_H: HistogramVec = register_histogram_vec!("bucketftp_transfer_size_bytes", "Size of finished transfers", &["direction", "outcome"], SIZE_BUCKETS.to_vec()));
+lazy!(MULTIPART: IntCounter = register_int_counter!("bucketftp_multipart_uploads_total", "Uploads that became multipart uploads"));
+lazy!(PARTS: IntCounter = register_int_counter!("bucketftp_multipart_parts_total", "Multipart parts uploaded"));
+lazy!(STORAGE_SECONDS_H: HistogramVec = register_histogram_vec!("bucketftp_storage_operation_duration_seconds", "Latency of object-store requests by operation and outcome", &["backend", "operation", "outcome"], STORAGE_SECONDS.to_vec()));
+lazy!(STORAGE_ERRORS: IntCounterVec = register_int_counter_vec!("bucketftp_storage_errors_total", "Object-store errors by operation and kind", &["backend", "operation", "kind"]));
+lazy!(READY: IntGauge = register_int_gauge!("bucketftp_ready", "1 when the storage is reachable and the server accepts sessions"));
+
+/// Touches every metric so the exposition lists them from the start (a
+/// dashboard should show 0, not "no data").
+pub fn init() {
+    LazyLock::force(&SESSIONS);
+    LazyLock::force(&SESSIONS_REJECTED);
+    LazyLock::force(&LOGINS);
+    LazyLock::force(&LOCKOUT_FAILURES);
+    LazyLock::force(&BYTES_RECEIVED);
+    LazyLock::force(&BYTES_SENT);
+    LazyLock::force(&MULTIPART);
+    LazyLock::force(&PARTS);
+    LazyLock::force(&READY);
+    for d in ["upload", "download"] {
+        TRANSFERS_ACTIVE.with_label_values(&[d]);
+        for o in ["success", "failure"] {
+            TRANSFERS.with_label_values(&[d, o]);
+            TRANSFER_SECONDS_H.with_label_values(&[d, o]);
+            TRANSFER_BYTES_H.with_label_values(&[d, o]);
+        }
+    }
+    for o in ["success", "failure"] {
+        LOGINS.with_label_values(&[o]);
+    }
+}
+
+/// A control connection opened (`+1`) or closed (`-1`).
+pub fn session_delta(delta: i64) {
+    SESSIONS.add(delta);
+}
+
+/// A connection was refused with 421.
+pub fn session_rejected(reason: &'static str) {
+    SESSIONS_REJECTED.with_label_values(&[reason]).inc();
+}
+
+/// A login attempt finished.
+pub fn login(outcome: &'static str) {
+    LOGINS.with_label_values(&[outcome]).inc();
+}
+
+/// A failed login counted towards lockout.
+pub fn login_failure() {
+    LOCKOUT_FAILURES.inc();
+}
+
+/// Bytes arrived on a data connection.
+pub fn bytes_received(n: usize) {
+    BYTES_RECEIVED.inc_by(n as u64);
+}
+
+/// Bytes left on a data connection.
+pub fn bytes_sent(n: usize) {
+    BYTES_SENT.inc_by(n as u64);
+}
+
+/// A transfer began.
+pub fn transfer_started(direction: Direction) {
+    TRANSFERS_ACTIVE
+        .with_label_values(&[direction.label()])
+        .inc();
+}
+
+/// A transfer ended (either way).
+pub fn transfer_finished(direction: Direction) {
+    TRANSFERS_ACTIVE
+        .with_label_values(&[direction.label()])
+        .dec();
+}
+
+/// An upload finished: count, duration and size by outcome.
+pub fn upload_finished(ok: bool, took: Duration, bytes: u64) {
+    transfer_outcome(Direction::Upload, ok, took, bytes);
+}
+
+/// A transfer's outcome, duration and size.
+pub fn transfer_outcome(direction: Direction, ok: bool, took: Duration, bytes: u64) {
+    let labels = [direction.label(), if ok { "success" } else { "failure" }];
+    TRANSFERS.with_label_values(&labels).inc();
+    TRANSFER_SECONDS_H
+        .with_label_values(&labels)
+        .observe(took.as_secs_f64());
+    TRANSFER_BYTES_H
+        .with_label_values(&labels)
+        .observe(bytes as f64);
+}
+
+/// An upload outgrew one part and became a multipart upload.
+pub fn multipart_started() {
+    MULTIPART.inc();
+}
+
+/// One multipart part was uploaded.
+pub fn part_uploaded() {
+    PARTS.inc();
+}
+
+/// One object-store request finished.
+pub fn storage_op(
+    backend: &'static str,
+    operation: &'static str,
+    took: Duration,
+    error_kind: Option<&'static str>,
+) {
+    let outcome = if error_kind.is_some() {
+        "error"
+    } else {
+        "success"
+    };
+    STORAGE_SECONDS_H
+        .with_label_values(&[backend, operation, outcome])
+        .observe(took.as_secs_f64());
+    if let Some(kind) = error_kind {
+        STORAGE_ERRORS
+            .with_label_values(&[backend, operation, kind])
+            .inc();
+    }
+}
+
+/// Readiness as a gauge, for alerting.
+pub fn set_ready(ready: bool) {
+    READY.set(i64::from(ready));
+}
+
+/// The whole default registry in Prometheus text format.
+pub fn render() -> String {
+    use prometheus::Encoder;
+    let mut out = Vec::new();
+    let encoder = prometheus::TextEncoder::new();
+    if let Err(e) = encoder.encode(&prometheus::gather(), &mut out) {
+        tracing::error!(cause = %e, "could not encode metrics");
+    }
+    String::from_utf8(out).unwrap_or_default()
+}

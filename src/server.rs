@@ -1,0 +1,269 @@
+//! The FTP listener: accepts control connections itself, applies the
+//! session limits, and hands each connection to libunftp.
+//!
+//! We accept rather than let libunftp bind, so that the listener can be
+//! bound by the caller (tests use port 0), a connection over a limit gets a
+//! proper `421`, each session's storage back-end knows its client, and
+//! shutdown can wait for transfers instead of cutting control connections
+//! (libunftp's own shutdown closes them at once).
+
+use crate::auth::{Accounts, SessionUser};
+use crate::backend::{BackendSettings, ObjectBackend};
+use crate::config::{Config, PassiveHost, TlsRequired};
+use crate::transfers::{SessionContext, Transfers};
+use libunftp::options::{ActivePassiveMode, FtpsRequired};
+use libunftp::ServerBuilder;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+/// Why a session could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    /// The socket could not be prepared.
+    #[error("cannot prepare control socket")]
+    Socket(#[source] std::io::Error),
+    /// libunftp refused the server options (e.g. unreadable certificate).
+    #[error("cannot configure ftp session")]
+    Build(#[source] libunftp::ServerError),
+}
+
+/// Everything a session needs, shared by all sessions.
+#[derive(Debug)]
+pub struct FtpService {
+    config: Arc<Config>,
+    accounts: Arc<Accounts>,
+    settings: Arc<BackendSettings>,
+    transfers: Arc<Transfers>,
+    limits: SessionLimits,
+    greeting: &'static str,
+}
+
+impl FtpService {
+    /// Prepares the service; nothing is bound or spawned yet.
+    pub fn new(
+        config: Arc<Config>,
+        accounts: Arc<Accounts>,
+        settings: Arc<BackendSettings>,
+        transfers: Arc<Transfers>,
+    ) -> Self {
+        // libunftp wants a `&'static str` greeting. It is leaked once per
+        // process start, not per connection.
+        let greeting: &'static str = Box::leak(config.server.greeting.clone().into_boxed_str());
+        let limits = SessionLimits::new(
+            config.server.max_sessions,
+            config.server.max_sessions_per_ip,
+        );
+        Self {
+            config,
+            accounts,
+            settings,
+            transfers,
+            limits,
+            greeting,
+        }
+    }
+
+    /// Accepts until `shutdown` resolves, then stops accepting and waits for
+    /// transfers (up to the configured grace period). Sessions still open
+    /// after that are closed when the returned future's caller exits.
+    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut sessions = JoinSet::new();
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        backoff = Duration::from_millis(5);
+                        let service = self.clone();
+                        sessions.spawn(async move { service.session(stream, peer).await });
+                    }
+                    Err(e) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::error!(cause = %e, "accept failed");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(1));
+                    }
+                },
+            }
+        }
+        drop(listener);
+        tracing::info!(
+            transfers = self.transfers.active(),
+            grace = ?self.config.server.shutdown_grace,
+            "shutting down: no new sessions, waiting for transfers"
+        );
+        let cut = self
+            .transfers
+            .drain(self.config.server.shutdown_grace)
+            .await;
+        tracing::info!(cut, "transfers drained");
+        sessions.abort_all();
+    }
+
+    async fn session(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+        let Some(_slot) = self.limits.admit(peer.ip()) else {
+            crate::metrics::session_rejected("limit");
+            tracing::warn!(client_ip = %peer.ip(), "session refused: too many connections");
+            let _ = stream
+                .write_all(b"421 Too many connections, try again later\r\n")
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        };
+        if self.transfers.closing() {
+            let _ = stream.write_all(b"421 Server shutting down\r\n").await;
+            return;
+        }
+        crate::metrics::session_delta(1);
+        if let Err(e) = self.run_session(stream, peer).await {
+            tracing::error!(client_ip = %peer.ip(), cause = %crate::error_chain(&e), "session failed");
+        }
+        crate::metrics::session_delta(-1);
+    }
+
+    async fn run_session(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
+        let _ = stream.set_nodelay(true);
+        let std_stream = stream.into_std().map_err(SessionError::Socket)?;
+        let control_copy = std_stream.try_clone().ok();
+        let stream = TcpStream::from_std(std_stream).map_err(SessionError::Socket)?;
+        let context = Arc::new(SessionContext::new(peer, control_copy));
+        tracing::debug!(session = context.id, client_ip = %peer.ip(), "session start");
+        let server = self
+            .build_server(context.clone())
+            .map_err(SessionError::Build)?;
+        if let Err(e) = server.service(stream).await {
+            tracing::debug!(session = context.id, cause = ?e, "control channel ended with error");
+        }
+        tracing::debug!(session = context.id, "session end");
+        Ok(())
+    }
+
+    fn build_server(
+        &self,
+        context: Arc<SessionContext>,
+    ) -> Result<libunftp::Server<ObjectBackend, SessionUser>, libunftp::ServerError> {
+        let backend = ObjectBackend::new(context, self.settings.clone(), self.transfers.clone());
+        let server = &self.config.server;
+        let mut builder = ServerBuilder::<ObjectBackend, SessionUser>::with_user_detail_provider(
+            Box::new(move || backend.clone()),
+            self.accounts.clone(),
+        )
+        .authenticator(self.accounts.clone())
+        .greeting(self.greeting)
+        .passive_ports(server.passive_ports.clone())
+        .idle_session_timeout(server.idle_timeout.as_secs())
+        .active_passive_mode(if server.active_mode {
+            ActivePassiveMode::ActiveAndPassive
+        } else {
+            ActivePassiveMode::PassiveOnly
+        })
+        .metrics();
+        builder = match &server.passive_host {
+            PassiveHost::FromConnection => {
+                builder.passive_host(libunftp::options::PassiveHost::FromConnection)
+            }
+            PassiveHost::Ip(ip) => builder.passive_host(*ip),
+            PassiveHost::Dns(name) => builder.passive_host(name.as_str()),
+        };
+        if let Some(tls) = &self.config.tls {
+            let required = match tls.required {
+                TlsRequired::None => FtpsRequired::None,
+                TlsRequired::Accounts => FtpsRequired::Accounts,
+                TlsRequired::All => FtpsRequired::All,
+            };
+            // Certificate files are read per session, so replacing them on
+            // disk takes effect for the next connection without a restart.
+            builder = builder
+                .ftps(tls.cert.clone(), tls.key.clone())
+                .ftps_required(required, required);
+        }
+        builder.build()
+    }
+}
+
+/// Caps sessions in total and per client address.
+#[derive(Debug)]
+struct SessionLimits {
+    max_total: usize,
+    max_per_ip: usize,
+    counts: Arc<Mutex<Counts>>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    total: usize,
+    per_ip: HashMap<IpAddr, usize>,
+}
+
+/// A session's place under the limits; freed on drop.
+struct SessionSlot {
+    ip: IpAddr,
+    counts: Arc<Mutex<Counts>>,
+}
+
+impl SessionLimits {
+    fn new(max_total: usize, max_per_ip: usize) -> Self {
+        Self {
+            max_total,
+            max_per_ip,
+            counts: Arc::default(),
+        }
+    }
+
+    fn admit(&self, ip: IpAddr) -> Option<SessionSlot> {
+        // A poisoned lock means a panic mid-update of two integers; the
+        // counts are still the best information we have.
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        let here = counts.per_ip.get(&ip).copied().unwrap_or(0);
+        if counts.total >= self.max_total || here >= self.max_per_ip {
+            return None;
+        }
+        counts.total += 1;
+        counts.per_ip.insert(ip, here + 1);
+        Some(SessionSlot {
+            ip,
+            counts: self.counts.clone(),
+        })
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|e| e.into_inner());
+        counts.total = counts.total.saturating_sub(1);
+        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                counts.per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_total_and_per_ip() {
+        let limits = SessionLimits::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let s1 = limits.admit(a).unwrap();
+        let _s2 = limits.admit(a).unwrap();
+        assert!(limits.admit(a).is_none(), "per-ip cap");
+        let _s3 = limits.admit(b).unwrap();
+        assert!(limits.admit(b).is_none(), "total cap");
+        drop(s1);
+        assert!(limits.admit(a).is_some());
+    }
+}

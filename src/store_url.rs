@@ -1,0 +1,303 @@
+//! One code path from a storage URL plus options to an object store.
+//!
+//! `s3://bucket/prefix`, `gs://bucket/prefix`, `az://container/prefix`,
+//! `file:///abs/dir` and `memory://` all go through [`open_store`]. Option
+//! keys are object_store's own names (`aws_endpoint`, `google_service_account`,
+//! `azure_storage_use_emulator`, client keys such as `timeout`), checked here
+//! so a typo fails start-up instead of being silently ignored. The standard
+//! cloud environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are honoured as
+//! object_store's `from_env` builders do; explicit options win over them.
+
+use object_store::aws::AmazonS3ConfigKey;
+use object_store::azure::AzureConfigKey;
+use object_store::gcp::GoogleConfigKey;
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStore;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use thiserror::Error;
+use url::Url;
+
+/// Why a storage URL could not be turned into a store.
+#[derive(Debug, Error)]
+pub enum StoreUrlError {
+    /// The scheme is not one we serve.
+    #[error(
+        "unsupported storage scheme {scheme:?} (use s3://, gs://, az://, file:// or memory://)"
+    )]
+    UnsupportedScheme {
+        /// The scheme found in the URL.
+        scheme: String,
+    },
+    /// An option key is not one object_store knows for this scheme.
+    #[error("unknown storage option {key:?} for {scheme}:// storage")]
+    UnknownOption {
+        /// The scheme the option was given for.
+        scheme: String,
+        /// The unknown key.
+        key: String,
+    },
+    /// `file://` URLs must name an absolute directory.
+    #[error("file:// storage needs an absolute directory, e.g. file:///var/lib/bucketftp")]
+    NotAbsolute,
+    /// The local root directory could not be created or opened.
+    #[error("cannot use local directory {dir}")]
+    LocalDir {
+        /// The directory.
+        dir: PathBuf,
+        /// The file system error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The prefix part of the URL is not a valid object path.
+    #[error("invalid prefix in storage url")]
+    Prefix(#[source] object_store::path::Error),
+    /// object_store refused the configuration (bad bucket, bad option value).
+    #[error("invalid storage configuration")]
+    Build(#[source] object_store::Error),
+}
+
+/// Which family a store belongs to. Directories behave differently on a
+/// file system (they exist on their own) than on object stores (they are
+/// prefixes or marker objects), so the back-end needs to know.
+#[derive(Debug, Clone)]
+pub enum StoreKind {
+    /// `memory://`: per-process, for tests and trials.
+    Memory,
+    /// `file://`: a directory on a local (or mounted) file system.
+    Local {
+        /// The absolute directory all keys live under.
+        root: PathBuf,
+        /// The same store, typed, for its key → file-path mapping.
+        fs: Arc<LocalFileSystem>,
+    },
+    /// `s3://`, `gs://`, `az://`.
+    Cloud {
+        /// The URL scheme, for logs and metrics labels.
+        scheme: &'static str,
+    },
+}
+
+impl StoreKind {
+    /// A short bounded label for metrics and logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            StoreKind::Memory => "memory",
+            StoreKind::Local { .. } => "file",
+            StoreKind::Cloud { scheme } => scheme,
+        }
+    }
+}
+
+/// A store ready for use: the client, the key prefix from the URL, and what
+/// kind of store it is.
+#[derive(Debug, Clone)]
+pub struct OpenedStore {
+    /// The object store client, shared by every session.
+    pub store: Arc<dyn ObjectStore>,
+    /// Every key the gateway writes starts with this (from the URL's path).
+    pub base: ObjectPath,
+    /// File system or object store.
+    pub kind: StoreKind,
+    /// The URL, with any credentials removed, for logs.
+    pub display_url: String,
+}
+
+/// Options we set unless the operator does: object_store's 30 s default
+/// timeout covers the whole request *including the body*, which would cut a
+/// RETR to a slow FTP client; we bound connecting instead and leave long
+/// bodies alone.
+const DEFAULT_CLIENT_OPTIONS: &[(&str, &str)] = &[("timeout", "6h"), ("connect_timeout", "10s")];
+
+/// Opens the store a URL names. `env` is the process environment (passed in
+/// so tests can control it).
+pub fn open_store(
+    url: &Url,
+    options: &BTreeMap<String, String>,
+    env: &BTreeMap<String, String>,
+) -> Result<OpenedStore, StoreUrlError> {
+    let display_url = redact(url);
+    match url.scheme() {
+        "memory" => {
+            reject_options("memory", options)?;
+            Ok(OpenedStore {
+                store: Arc::new(InMemory::new()),
+                base: ObjectPath::ROOT,
+                kind: StoreKind::Memory,
+                display_url,
+            })
+        }
+        "file" => {
+            reject_options("file", options)?;
+            let dir = url
+                .to_file_path()
+                .map_err(|()| StoreUrlError::NotAbsolute)?;
+            std::fs::create_dir_all(&dir).map_err(|source| StoreUrlError::LocalDir {
+                dir: dir.clone(),
+                source,
+            })?;
+            let root = dir
+                .canonicalize()
+                .map_err(|source| StoreUrlError::LocalDir {
+                    dir: dir.clone(),
+                    source,
+                })?;
+            let fs =
+                Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(StoreUrlError::Build)?);
+            Ok(OpenedStore {
+                store: fs.clone(),
+                base: ObjectPath::ROOT,
+                kind: StoreKind::Local { root, fs },
+                display_url,
+            })
+        }
+        scheme @ ("s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss") => {
+            let (family, env_prefix, check): (&'static str, &str, fn(&str) -> bool) = match scheme {
+                "s3" | "s3a" => ("s3", "AWS_", |k| AmazonS3ConfigKey::from_str(k).is_ok()),
+                "gs" => ("gs", "GOOGLE_", |k| GoogleConfigKey::from_str(k).is_ok()),
+                _ => ("az", "AZURE_", |k| AzureConfigKey::from_str(k).is_ok()),
+            };
+            let mut merged: BTreeMap<String, String> = BTreeMap::new();
+            for (key, value) in DEFAULT_CLIENT_OPTIONS {
+                merged.insert((*key).to_string(), (*value).to_string());
+            }
+            for (key, value) in env {
+                let lower = key.to_ascii_lowercase();
+                if key.starts_with(env_prefix) && check(&lower) {
+                    merged.insert(lower, value.clone());
+                }
+            }
+            for (key, value) in options {
+                let lower = key.to_ascii_lowercase();
+                if !check(&lower) {
+                    return Err(StoreUrlError::UnknownOption {
+                        scheme: family.to_string(),
+                        key: key.clone(),
+                    });
+                }
+                merged.insert(lower, value.clone());
+            }
+            let (store, _) =
+                object_store::parse_url_opts(url, merged).map_err(StoreUrlError::Build)?;
+            let base = url_prefix(url)?;
+            Ok(OpenedStore {
+                store: Arc::from(store),
+                base,
+                kind: StoreKind::Cloud { scheme: family },
+                display_url,
+            })
+        }
+        other => Err(StoreUrlError::UnsupportedScheme {
+            scheme: other.to_string(),
+        }),
+    }
+}
+
+/// The key prefix in a cloud URL (`s3://bucket/a/b` → `a/b`).
+///
+/// `parse_url_opts` returns a prefix too, but interprets some Azure URL forms
+/// specially; for the `scheme://bucket/prefix` form we document, the path is
+/// the prefix.
+fn url_prefix(url: &Url) -> Result<ObjectPath, StoreUrlError> {
+    let decoded = percent_decode(url.path());
+    ObjectPath::parse(decoded).map_err(StoreUrlError::Prefix)
+}
+
+fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+fn reject_options(scheme: &str, options: &BTreeMap<String, String>) -> Result<(), StoreUrlError> {
+    match options.keys().next() {
+        Some(key) => Err(StoreUrlError::UnknownOption {
+            scheme: scheme.to_string(),
+            key: key.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The URL without user info or query (which may carry a SAS token).
+fn redact(url: &Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(url: &str, opts: &[(&str, &str)]) -> Result<OpenedStore, StoreUrlError> {
+        let options = opts
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        open_store(&Url::parse(url).unwrap(), &options, &BTreeMap::new())
+    }
+
+    #[test]
+    fn memory_and_file() {
+        assert!(matches!(
+            open("memory://", &[]).unwrap().kind,
+            StoreKind::Memory
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("file://{}/sub", dir.path().display());
+        let opened = open(&url, &[]).unwrap();
+        assert!(matches!(opened.kind, StoreKind::Local { .. }));
+        assert!(dir.path().join("sub").is_dir());
+    }
+
+    #[test]
+    fn cloud_urls_build_with_prefix() {
+        let s3 = open(
+            "s3://bucket/some/prefix",
+            &[
+                ("aws_endpoint", "http://127.0.0.1:9"),
+                ("aws_allow_http", "true"),
+                ("aws_region", "us-east-1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s3.base.as_ref(), "some/prefix");
+        assert_eq!(s3.kind.label(), "s3");
+        let az = open(
+            "az://container/p",
+            &[("azure_storage_use_emulator", "true")],
+        )
+        .unwrap();
+        assert_eq!(az.base.as_ref(), "p");
+        let gs = open("gs://bucket", &[("google_bucket", "bucket")]).unwrap();
+        assert_eq!(gs.base, ObjectPath::ROOT);
+    }
+
+    #[test]
+    fn typos_are_refused() {
+        let err = open("s3://bucket", &[("aws_endpont", "x")]).unwrap_err();
+        assert!(err.to_string().contains("aws_endpont"), "{err}");
+        assert!(open("memory://", &[("x", "y")]).is_err());
+        assert!(matches!(
+            open("ftp://x", &[]),
+            Err(StoreUrlError::UnsupportedScheme { .. })
+        ));
+    }
+
+    #[test]
+    fn secrets_stay_out_of_the_display_url() {
+        let url = Url::parse("s3://key:secret@bucket/p?sig=abc").unwrap();
+        let shown = redact(&url);
+        assert!(
+            !shown.contains("secret") && !shown.contains("abc"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,261 @@
+//! Session context and the registry of in-flight transfers.
+//!
+//! Graceful shutdown needs to know which transfers are running, to give them a
+//! grace period and then cut the rest cleanly (abort the upload, answer 4xx).
+//! Every RETR and STOR holds a [`TransferGuard`] for its lifetime; the guard
+//! carries the cancellation signal the data path selects on.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+
+/// Which way the bytes flow, for limits and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to store (STOR, APPE, STOU).
+    Upload,
+    /// Store to client (RETR).
+    Download,
+}
+
+impl Direction {
+    /// Bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+}
+
+/// Why a transfer was not started.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TransferRefused {
+    /// The server is shutting down and takes no new transfers.
+    #[error("server is shutting down")]
+    ShuttingDown,
+    /// `max_uploads` transfers are already running.
+    #[error("too many concurrent uploads, try again later")]
+    TooManyUploads,
+}
+
+/// Tracks every running transfer of the process.
+#[derive(Debug)]
+pub struct Transfers {
+    cancel: CancellationToken,
+    closing: AtomicBool,
+    active: watch::Sender<usize>,
+    upload_slots: Option<Arc<Semaphore>>,
+}
+
+impl Transfers {
+    /// A registry allowing at most `max_uploads` concurrent uploads
+    /// (`None` = unlimited).
+    pub fn new(max_uploads: Option<usize>) -> Arc<Self> {
+        Arc::new(Self {
+            cancel: CancellationToken::new(),
+            closing: AtomicBool::new(false),
+            active: watch::Sender::new(0),
+            upload_slots: max_uploads.map(|n| Arc::new(Semaphore::new(n))),
+        })
+    }
+
+    /// Registers a transfer; refused while shutting down or over the limit.
+    pub fn begin(self: &Arc<Self>, direction: Direction) -> Result<TransferGuard, TransferRefused> {
+        if self.closing.load(Ordering::SeqCst) {
+            return Err(TransferRefused::ShuttingDown);
+        }
+        let permit = match (&self.upload_slots, direction) {
+            (Some(slots), Direction::Upload) => Some(
+                slots
+                    .clone()
+                    .try_acquire_owned()
+                    .map_err(|_| TransferRefused::TooManyUploads)?,
+            ),
+            _ => None,
+        };
+        self.active.send_modify(|n| *n += 1);
+        crate::metrics::transfer_started(direction);
+        Ok(TransferGuard {
+            transfers: self.clone(),
+            direction,
+            _permit: permit,
+        })
+    }
+
+    /// How many transfers are running now.
+    pub fn active(&self) -> usize {
+        *self.active.borrow()
+    }
+
+    /// Stops new transfers, waits up to `grace` for running ones, then
+    /// cancels the rest and waits (bounded) for them to clean up.
+    /// Returns how many transfers had to be cancelled.
+    pub async fn drain(&self, grace: Duration) -> usize {
+        self.closing.store(true, Ordering::SeqCst);
+        let mut rx = self.active.subscribe();
+        if tokio::time::timeout(grace, rx.wait_for(|n| *n == 0))
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let cut = self.active();
+        tracing::warn!(
+            transfers = cut,
+            "shutdown grace period over: cancelling transfers"
+        );
+        self.cancel.cancel();
+        // Cancelled uploads abort their multipart uploads before returning;
+        // give that a bounded time so a dead back-end cannot hang shutdown.
+        let _ = tokio::time::timeout(CLEANUP_BUDGET, rx.wait_for(|n| *n == 0)).await;
+        cut
+    }
+
+    /// Whether shutdown has begun.
+    pub fn closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+}
+
+/// How long cancelled transfers get to clean up after the grace period.
+const CLEANUP_BUDGET: Duration = Duration::from_secs(10);
+
+/// Held by a running transfer; dropping it unregisters the transfer.
+#[derive(Debug)]
+pub struct TransferGuard {
+    transfers: Arc<Transfers>,
+    direction: Direction,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl TransferGuard {
+    /// Resolves when shutdown cuts this transfer.
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.transfers.cancel.cancelled()
+    }
+
+    /// Whether shutdown has cut this transfer.
+    pub fn is_cancelled(&self) -> bool {
+        self.transfers.cancel.is_cancelled()
+    }
+
+    /// The transfer's direction.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+}
+
+impl Drop for TransferGuard {
+    fn drop(&mut self) {
+        self.transfers
+            .active
+            .send_modify(|n| *n = n.saturating_sub(1));
+        crate::metrics::transfer_finished(self.direction);
+    }
+}
+
+/// What the storage back-end knows about the control connection it serves.
+///
+/// libunftp creates one back-end per control connection, and the gateway
+/// builds that back-end with this context, so audit records carry the session
+/// and an upload can ask whether its client is still there.
+#[derive(Debug)]
+pub struct SessionContext {
+    /// Process-unique session number, for logs.
+    pub id: u64,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// A duplicate of the control socket, only ever *peeked*: FTP marks the
+    /// end of an upload by closing the data connection, which a client that
+    /// was killed also does. Its control connection closing at the same time
+    /// is what tells the two apart.
+    control: Option<std::net::TcpStream>,
+}
+
+static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
+
+impl SessionContext {
+    /// Context for a new session on `control`.
+    pub fn new(peer: SocketAddr, control: Option<std::net::TcpStream>) -> Self {
+        Self {
+            id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
+            peer,
+            control,
+        }
+    }
+
+    /// A context with no control socket, for unit tests of the back-end.
+    pub fn detached() -> Self {
+        Self::new(SocketAddr::from(([127, 0, 0, 1], 0)), None)
+    }
+
+    /// False once the client has closed or reset the control connection.
+    ///
+    /// The socket is non-blocking (tokio set it so, and the flag is shared by
+    /// the duplicate), so `peek` never waits: no data → `WouldBlock` → alive;
+    /// end of stream → `Ok(0)` → gone.
+    pub fn control_alive(&self) -> bool {
+        let Some(socket) = &self.control else {
+            return true;
+        };
+        let mut byte = [0u8; 1];
+        match socket.peek(&mut byte) {
+            Ok(0) => false,
+            Ok(_) => true,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    || e.kind() == std::io::ErrorKind::Interrupted =>
+            {
+                true
+            }
+            Err(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drain_waits_then_cancels() {
+        let transfers = Transfers::new(Some(1));
+        let guard = transfers.begin(Direction::Upload).unwrap();
+        assert_eq!(
+            transfers.begin(Direction::Upload).unwrap_err(),
+            TransferRefused::TooManyUploads
+        );
+        let t = transfers.clone();
+        let drained = tokio::spawn(async move { t.drain(Duration::from_millis(50)).await });
+        guard.cancelled().await;
+        drop(guard);
+        assert_eq!(drained.await.unwrap(), 1);
+        assert_eq!(
+            transfers.begin(Direction::Download).unwrap_err(),
+            TransferRefused::ShuttingDown
+        );
+    }
+
+    #[tokio::test]
+    async fn control_liveness_follows_the_peer() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let ctx = SessionContext::new(peer, Some(server));
+        assert!(ctx.control_alive());
+        drop(client);
+        // The FIN travels over loopback; poll briefly instead of sleeping blind.
+        for _ in 0..100 {
+            if !ctx.control_alive() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("closed control connection still reported alive");
+    }
+}
