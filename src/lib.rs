@@ -205,15 +205,18 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let (accounts, stores) = build_accounts(&config, env)?;
-    serve(config, accounts, stores, listeners, shutdown).await
+    let transfers = transfers::Transfers::new(config.server.max_uploads);
+    serve(config, accounts, stores, transfers, listeners, shutdown).await
 }
 
-/// Like [`run`], with accounts and stores already opened (tests keep a
-/// handle on the store to check what landed in it).
+/// Like [`run`], with accounts, stores and the transfer registry made by the
+/// caller (tests keep handles on them to check what landed in the store and
+/// to wait until transfers have finished).
 pub async fn serve(
     config: Config,
     accounts: Accounts,
     stores: Vec<OpenedStore>,
+    transfers: Arc<transfers::Transfers>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
@@ -236,7 +239,6 @@ pub async fn serve(
         rename_limit: config.storage.rename_limit,
         mkd_existing_ok: config.server.mkd_existing_ok,
     });
-    let transfers = transfers::Transfers::new(config.server.max_uploads);
     let health = http::Health::new(stores);
     let service = Arc::new(server::FtpService::new(
         config.clone(),
