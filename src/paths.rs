@@ -67,6 +67,26 @@ pub fn normalize(ftp_path: &str) -> Result<Vec<String>, PathError> {
     Ok(segments)
 }
 
+/// Whether an FTP path climbs above the root with `..` at some point.
+///
+/// Keys never do (see [`normalize`]), but libunftp keeps the session's
+/// working directory as the raw joined path and shows it in `PWD`; refusing
+/// such a `CWD` keeps `PWD` from ever showing a place above the home.
+pub fn climbs_above_root(ftp_path: &str) -> bool {
+    let mut depth = 0usize;
+    for segment in ftp_path.split('/') {
+        match segment {
+            "" | "." => {}
+            ".." => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return true,
+            },
+            _ => depth += 1,
+        }
+    }
+    false
+}
+
 /// The part of a store a user may see: every key it hands out starts with
 /// `root`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -143,6 +163,16 @@ pub fn marker_key(dir: &ObjectPath) -> ObjectPath {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn climbing_above_the_root_is_detected() {
+        for p in ["..", "/..", "/a/../..", "../a", "/a/b/../../../c"] {
+            assert!(climbs_above_root(p), "{p}");
+        }
+        for p in ["/", "/a/..", "a/b/../c", "./a/./..", "/a//b/../.."] {
+            assert!(!climbs_above_root(p), "{p}");
+        }
+    }
     use proptest::prelude::*;
     use std::path::Path;
 

@@ -104,8 +104,21 @@ async fn dir_stat(store: &OpenedStore, key: &ObjectPath) -> object_store::Result
             _ => None,
         });
     }
-    // `list` with a prefix matches whole segments (`d/…`), and includes the
-    // marker `d/` itself; one result is enough.
+    // The marker first: one HEAD, and the only way to see an empty
+    // directory on stores whose prefix listing skips the key `d/` itself
+    // (object_store's in-memory store does).
+    match store.store.head(&marker_key(key)).await {
+        Ok(meta) => {
+            return Ok(Some(Entry::dir(
+                name_of(key),
+                Some(meta.last_modified.into()),
+            )))
+        }
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    // Otherwise any key under `d/` makes it a directory; `list` with a
+    // prefix matches whole segments, and one result is enough.
     let mut listing = store.store.list(Some(key));
     match listing.try_next().await? {
         Some(meta) if is_marker(&meta.location) || meta.location == *key => Ok(Some(Entry::dir(
@@ -281,14 +294,27 @@ pub async fn rename_dir(
         ));
     }
     let mut objects = Vec::new();
+    let own_marker = marker_key(from);
+    let mut listed_own_marker = false;
     let mut listing = store.store.list(Some(from));
     while let Some(meta) = listing.try_next().await.map_err(storage_error)? {
+        listed_own_marker |= meta.location == own_marker;
         objects.push(meta);
         if objects.len() > limit {
+            // libunftp words replies by kind alone ("Permission denied");
+            // the reason reaches the operator through the audit log.
             return Err(StorageError::new(
-                StorageErrorKind::PermanentFileNotAvailable,
+                StorageErrorKind::PermissionDenied,
                 format!("directory holds more than {limit} objects; renaming it is refused (raise storage.rename_limit)"),
             ));
+        }
+    }
+    if !listed_own_marker {
+        // Some stores leave the directory's own marker out of its listing.
+        match store.store.head(&own_marker).await {
+            Ok(meta) => objects.push(meta),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(storage_error(e)),
         }
     }
     for meta in objects {

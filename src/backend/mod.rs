@@ -606,6 +606,16 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         user: &SessionUser,
         path: P,
     ) -> StorageResult<()> {
+        if path
+            .as_ref()
+            .to_str()
+            .is_some_and(crate::paths::climbs_above_root)
+        {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentDirectoryNotAvailable,
+                "cannot change above the home directory",
+            ));
+        }
         let key = self.key(user, path.as_ref())?;
         let account = &user.account;
         match directories::stat(&account.store, account.jail.root(), &key)

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the real components the tests drive: FTP clients, emulators and
+# operations tools. Idempotent: what is already there is not fetched again.
+set -euo pipefail
+
+need_apt=()
+command -v lftp >/dev/null || need_apt+=(lftp)
+command -v busybox >/dev/null || need_apt+=(busybox)
+command -v promtool >/dev/null || need_apt+=(prometheus)
+if ((${#need_apt[@]})); then
+  echo "installing from Debian: ${need_apt[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob
+import moto, boto3, azure.storage.blob  # noqa: F401
+PY
+
+command -v azurite-blob >/dev/null || npm install -g --silent azurite >/dev/null

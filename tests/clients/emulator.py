@@ -1,0 +1,97 @@
+"""Talks to the cloud emulators through their own APIs (boto3, the Azure
+blob SDK), never through bucketftp, so tests can check what really landed.
+
+Usage:
+  emulator.py create-buckets
+  emulator.py get s3|azure KEY            -> object bytes on stdout (exit 3 if missing)
+  emulator.py put s3|azure KEY            <- object bytes from stdin
+  emulator.py list s3|azure PREFIX        -> one key per line
+  emulator.py uploads s3|azure PREFIX     -> in-progress multipart uploads / uncommitted blocks
+Endpoints come from BUCKETFTP_TEST_* (see .ci/emulators.sh).
+"""
+import os
+import sys
+
+AZURE_KEY = ("Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsu"
+             "Fq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==")
+
+
+def s3():
+    import boto3
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["BUCKETFTP_TEST_S3_ENDPOINT"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def azure():
+    from azure.storage.blob import BlobServiceClient
+    endpoint = os.environ["BUCKETFTP_TEST_AZURE_ENDPOINT"]
+    conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
+            f"AccountKey={AZURE_KEY};BlobEndpoint={endpoint};")
+    service = BlobServiceClient.from_connection_string(conn)
+    return service.get_container_client(os.environ.get("BUCKETFTP_TEST_AZURE_CONTAINER", "bucketftp"))
+
+
+def s3_bucket():
+    return os.environ.get("BUCKETFTP_TEST_S3_BUCKET", "bucketftp")
+
+
+def main(argv):
+    cmd = argv[1]
+    if cmd == "create-buckets":
+        s3().create_bucket(Bucket=s3_bucket())
+        c = azure()
+        if not c.exists():
+            c.create_container()
+        return 0
+    cloud, arg = argv[2], argv[3]
+    if cmd == "get":
+        try:
+            if cloud == "s3":
+                data = s3().get_object(Bucket=s3_bucket(), Key=arg)["Body"].read()
+            else:
+                data = azure().download_blob(arg).readall()
+        except Exception as e:  # missing object
+            print(e, file=sys.stderr)
+            return 3
+        sys.stdout.buffer.write(data)
+    elif cmd == "put":
+        data = sys.stdin.buffer.read()
+        if cloud == "s3":
+            s3().put_object(Bucket=s3_bucket(), Key=arg, Body=data)
+        else:
+            azure().upload_blob(arg, data, overwrite=True)
+    elif cmd == "list":
+        if cloud == "s3":
+            pages = s3().get_paginator("list_objects_v2").paginate(Bucket=s3_bucket(), Prefix=arg)
+            for page in pages:
+                for o in page.get("Contents", []):
+                    print(o["Key"])
+        else:
+            for b in azure().list_blobs(name_starts_with=arg):
+                print(b.name)
+    elif cmd == "uploads":
+        if cloud == "s3":
+            r = s3().list_multipart_uploads(Bucket=s3_bucket(), Prefix=arg)
+            for u in r.get("Uploads", []):
+                print(u["Key"])
+        else:
+            # Staged (uncommitted) blocks of blobs that were never committed.
+            for b in azure().list_blobs(name_starts_with=arg, include=["uncommittedblobs"]):
+                props = azure().get_blob_client(b.name).get_blob_properties()
+                if props.size == 0 and b.name.endswith("/") is False:
+                    blocks = azure().get_blob_client(b.name).get_block_list("uncommitted")
+                    if blocks[1]:
+                        print(b.name)
+    else:
+        print(__doc__, file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

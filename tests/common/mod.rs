@@ -1,0 +1,447 @@
+//! Test harness: a real gateway on 127.0.0.1 port 0, in this process, over
+//! a real store, and helpers to drive it with real clients.
+//!
+//! Back-ends come from [`Backend`]; the cloud ones read their emulator's
+//! endpoint from the environment that `.ci/emulators` sets up. When it is
+//! missing the test is skipped loudly, unless `BUCKETFTP_REQUIRE_EMULATORS=1`
+//! (CI), where a missing emulator is a failure.
+
+#![allow(dead_code)]
+
+use bucketftp::config::{self, Config};
+use bucketftp::store_url::OpenedStore;
+use bucketftp::transfers::Transfers;
+use bucketftp::Listeners;
+use futures::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use suppaftp::tokio::AsyncFtpStream;
+use suppaftp::types::FileType;
+use tokio::sync::oneshot;
+
+/// The password of every test account (a log-scan test looks for it).
+pub const PASSWORD: &str = "s3cret-Test-Passw0rd";
+
+/// Where the gateway keeps its files in a test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// `memory://`
+    Memory,
+    /// `file://` in a temporary directory.
+    Local,
+    /// `s3://` on the emulator named by `BUCKETFTP_TEST_S3_ENDPOINT`.
+    S3,
+    /// `az://` on the emulator named by `BUCKETFTP_TEST_AZURE_ENDPOINT`.
+    Azure,
+    /// `gs://` on the emulator named by `BUCKETFTP_TEST_GCS_ENDPOINT`.
+    Gcs,
+}
+
+/// A PBKDF2 hash with few rounds: fast tests, same verification path.
+pub fn cheap_hash(password: &str) -> String {
+    use password_hash::{PasswordHasher, SaltString};
+    let salt = SaltString::encode_b64(b"bucketftp-tests!").expect("static salt");
+    pbkdf2::Pbkdf2
+        .hash_password_customized(
+            password.as_bytes(),
+            None,
+            None,
+            pbkdf2::Params {
+                rounds: 1000,
+                output_length: 32,
+            },
+            &salt,
+        )
+        .expect("pbkdf2")
+        .to_string()
+}
+
+static PREFIX_COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A unique prefix so tests sharing one emulator bucket never meet.
+pub fn unique_prefix(tag: &str) -> String {
+    let n = PREFIX_COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("t{}-{}-{}", std::process::id(), n, tag)
+}
+
+/// The storage URL and options for a back-end, or `None` (skip) when its
+/// emulator is not configured.
+pub fn storage_for(
+    backend: Backend,
+    dir: &std::path::Path,
+    tag: &str,
+) -> Option<(String, BTreeMap<String, String>)> {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut options = BTreeMap::new();
+    let url = match backend {
+        Backend::Memory => "memory://".to_string(),
+        Backend::Local => format!("file://{}", dir.display()),
+        Backend::S3 => {
+            let endpoint = required_env("BUCKETFTP_TEST_S3_ENDPOINT")?;
+            let bucket = env("BUCKETFTP_TEST_S3_BUCKET").unwrap_or_else(|| "bucketftp".into());
+            options.insert("aws_endpoint".into(), endpoint);
+            options.insert("aws_allow_http".into(), "true".into());
+            options.insert("aws_region".into(), "us-east-1".into());
+            options.insert("aws_access_key_id".into(), "testing".into());
+            options.insert("aws_secret_access_key".into(), "testing".into());
+            options.insert("aws_virtual_hosted_style_request".into(), "false".into());
+            format!("s3://{bucket}/{}", unique_prefix(tag))
+        }
+        Backend::Azure => {
+            let endpoint = required_env("BUCKETFTP_TEST_AZURE_ENDPOINT")?;
+            let container =
+                env("BUCKETFTP_TEST_AZURE_CONTAINER").unwrap_or_else(|| "bucketftp".into());
+            options.insert("azure_storage_use_emulator".into(), "true".into());
+            options.insert(
+                "azure_storage_account_name".into(),
+                "devstoreaccount1".into(),
+            );
+            options.insert("azure_storage_endpoint".into(), endpoint);
+            options.insert("azure_allow_http".into(), "true".into());
+            format!("az://{container}/{}", unique_prefix(tag))
+        }
+        Backend::Gcs => {
+            let endpoint = required_env("BUCKETFTP_TEST_GCS_ENDPOINT")?;
+            let bucket = env("BUCKETFTP_TEST_GCS_BUCKET").unwrap_or_else(|| "bucketftp".into());
+            let key = dir.join("gcs-service-account.json");
+            std::fs::write(
+                &key,
+                format!(
+                    r#"{{"gcs_base_url": "{endpoint}", "disable_oauth": true, "client_email": "", "private_key": "", "private_key_id": ""}}"#
+                ),
+            )
+            .expect("write gcs key");
+            options.insert("google_service_account".into(), key.display().to_string());
+            format!("gs://{bucket}/{}", unique_prefix(tag))
+        }
+    };
+    Some((url, options))
+}
+
+fn required_env(name: &str) -> Option<String> {
+    match std::env::var(name) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ => {
+            if std::env::var("BUCKETFTP_REQUIRE_EMULATORS").as_deref() == Ok("1") {
+                panic!("{name} is not set but BUCKETFTP_REQUIRE_EMULATORS=1: the emulator did not start");
+            }
+            eprintln!("\n*** SKIPPED: {name} is not set; run the test through .ci/test to start the emulators ***\n");
+            None
+        }
+    }
+}
+
+/// One account in a test configuration.
+#[derive(Debug, Clone)]
+pub struct TestUser {
+    /// Login name.
+    pub name: String,
+    /// Home inside the store.
+    pub home: String,
+    /// Permission names.
+    pub permissions: Vec<String>,
+}
+
+impl TestUser {
+    /// A user with every permission.
+    pub fn full(name: &str, home: &str) -> Self {
+        Self {
+            name: name.into(),
+            home: home.into(),
+            permissions: vec!["all".into()],
+        }
+    }
+}
+
+/// How to build a test gateway.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Accounts (all with [`PASSWORD`]).
+    pub users: Vec<TestUser>,
+    /// Extra TOML appended to the generated `[server]` section.
+    pub server_extra: String,
+    /// Extra TOML appended to the generated `[storage]` section.
+    pub storage_extra: String,
+    /// Extra top-level TOML sections (e.g. `[auth]`).
+    pub sections: String,
+    /// Serve `/metrics` and friends.
+    pub http: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            users: vec![TestUser::full("alice", "/")],
+            server_extra: String::new(),
+            storage_extra: "part_size = \"5MiB\"\n".into(),
+            sections: String::new(),
+            http: false,
+        }
+    }
+}
+
+/// A running gateway.
+pub struct Gateway {
+    /// FTP control address.
+    pub addr: SocketAddr,
+    /// HTTP address, when enabled.
+    pub http: Option<SocketAddr>,
+    /// The default store, to check what landed.
+    pub store: OpenedStore,
+    /// The transfer registry, to wait for uploads to settle.
+    pub transfers: Arc<Transfers>,
+    /// The local root for `file://`, else a scratch directory.
+    pub dir: tempfile::TempDir,
+    /// The back-end under test.
+    pub backend: Backend,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), bucketftp::RunError>>>,
+}
+
+impl Gateway {
+    /// Starts a gateway with default options, or `None` when the back-end's
+    /// emulator is missing (see the module docs).
+    pub async fn start(backend: Backend) -> Option<Gateway> {
+        Self::start_with(backend, Options::default()).await
+    }
+
+    /// Starts a gateway with the given options.
+    pub async fn start_with(backend: Backend, opts: Options) -> Option<Gateway> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join("root");
+        std::fs::create_dir_all(&root).expect("root dir");
+        let (url, options) = storage_for(backend, &root, "gw")?;
+        let mut text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npassive_ports = \"20000-29999\"\nidle_timeout = \"60s\"\nshutdown_grace = \"5s\"\n{}\n[http]\nlisten = \"off\"\n[storage]\nurl = {:?}\n{}\n",
+            opts.server_extra, url, opts.storage_extra
+        );
+        text.push_str("[storage.options]\n");
+        for (k, v) in &options {
+            text.push_str(&format!("{k} = {v:?}\n"));
+        }
+        text.push_str(&opts.sections);
+        text.push('\n');
+        for u in &opts.users {
+            text.push_str(&format!(
+                "[[users]]\nname = {:?}\npassword_hash = {:?}\nhome = {:?}\npermissions = {:?}\n",
+                u.name,
+                cheap_hash(PASSWORD),
+                u.home,
+                u.permissions
+            ));
+        }
+        let config: Config = config::from_toml(&text)
+            .unwrap_or_else(|e| panic!("test config: {}\n{text}", bucketftp::error_chain(&e)));
+        let env = BTreeMap::new();
+        let (accounts, stores) = bucketftp::build_accounts(&config, &env).expect("accounts");
+        let store = stores[0].clone();
+        let ftp = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = ftp.local_addr().expect("addr");
+        let http = if opts.http {
+            Some(
+                tokio::net::TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .expect("bind http"),
+            )
+        } else {
+            None
+        };
+        let http_addr = http.as_ref().map(|l| l.local_addr().expect("http addr"));
+        let transfers = Transfers::new(config.server.max_uploads);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(bucketftp::serve(
+            config,
+            accounts,
+            stores,
+            transfers.clone(),
+            Listeners { ftp, http },
+            async move {
+                let _ = rx.await;
+            },
+        ));
+        Some(Gateway {
+            addr,
+            http: http_addr,
+            store,
+            transfers,
+            dir,
+            backend,
+            shutdown: Some(tx),
+            task: Some(task),
+        })
+    }
+
+    /// A logged-in client in binary mode.
+    pub async fn login(&self, user: &str) -> AsyncFtpStream {
+        let mut ftp = self.connect().await;
+        ftp.login(user, PASSWORD).await.expect("login");
+        ftp.transfer_type(FileType::Binary).await.expect("TYPE I");
+        ftp
+    }
+
+    /// A connected, not yet logged-in client (retries while the server
+    /// finishes its start-up probe).
+    pub async fn connect(&self) -> AsyncFtpStream {
+        let mut last = None;
+        for _ in 0..100 {
+            match AsyncFtpStream::connect(self.addr).await {
+                Ok(ftp) => return ftp,
+                Err(e) => last = Some(e),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("cannot connect to {}: {last:?}", self.addr);
+    }
+
+    /// The object key for a path under the store's base prefix.
+    /// (Keys are the FTP names verbatim, as the gateway writes them, not
+    /// percent-encoded as `ObjectPath::from_iter` would make them.)
+    pub fn key(&self, path: &str) -> ObjectPath {
+        bucketftp::paths::Jail::new(self.store.base.clone())
+            .key(std::path::Path::new(path))
+            .expect("valid test path")
+    }
+
+    /// The bytes of an object, read directly from the store.
+    pub async fn object(&self, path: &str) -> Option<Vec<u8>> {
+        match self.store.store.get(&self.key(path)).await {
+            Ok(r) => Some(r.bytes().await.expect("read object").to_vec()),
+            Err(object_store::Error::NotFound { .. }) => None,
+            Err(e) => panic!("get {path}: {e}"),
+        }
+    }
+
+    /// Writes an object directly to the store (as another tool would); a
+    /// trailing `/` writes a folder marker `dir/`.
+    pub async fn put_object(&self, path: &str, data: &[u8]) {
+        let mut key = self.key(path);
+        if path.ends_with('/') {
+            key = key.join("");
+        }
+        self.store
+            .store
+            .put(&key, data.to_vec().into())
+            .await
+            .expect("put object");
+    }
+
+    /// Every key under the base prefix (relative to it), sorted.
+    pub async fn keys(&self) -> Vec<String> {
+        let base = self.store.base.clone();
+        let prefix = (!base.as_ref().is_empty()).then_some(&base);
+        let mut keys: Vec<String> = self
+            .store
+            .store
+            .list(prefix)
+            .map_ok(|m| {
+                let k = m.location.as_ref().to_string();
+                k.strip_prefix(base.as_ref())
+                    .map(|r| r.trim_start_matches('/').to_string())
+                    .unwrap_or(k)
+            })
+            .try_collect()
+            .await
+            .expect("list");
+        keys.sort();
+        keys
+    }
+
+    /// Waits until no transfer is running (aborted uploads have cleaned up).
+    pub async fn settle(&self) {
+        for _ in 0..600 {
+            if self.transfers.active() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("transfers still running after 30 s");
+    }
+
+    /// Files under the local root that are not regular objects: object_store's
+    /// staging files (`name#N`) from unfinished multipart writes.
+    pub fn local_leftovers(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let root = self.dir.path().join("root");
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            let Ok(rd) = std::fs::read_dir(&d) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.contains('#'))
+                {
+                    out.push(p.strip_prefix(&root).unwrap_or(&p).display().to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// Asks the gateway to shut down gracefully and waits for it.
+    pub async fn stop(mut self) -> Result<(), bucketftp::RunError> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.task.take().expect("task").await.expect("join")
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Deterministic pseudo-random bytes (xorshift), so big payloads need no
+/// fixture files and differ at every offset.
+pub fn payload(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len);
+    while out.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+/// The reply code of a failed suppaftp call.
+pub fn code_of<T: std::fmt::Debug>(r: suppaftp::FtpResult<T>) -> u32 {
+    match r {
+        Err(suppaftp::FtpError::UnexpectedResponse(resp)) => resp.status.code(),
+        other => panic!("expected an error reply, got {other:?}"),
+    }
+}
+
+/// The final reply code of a refused transfer. libunftp answers `150` as
+/// soon as the data connection is set up and reports a storage refusal
+/// (missing file, no permission) as the completion reply, so the refusal
+/// may come from either step; no data is sent. (A macro because suppaftp
+/// does not export its async transfer stream type.)
+#[macro_export]
+macro_rules! transfer_code {
+    ($call:expr) => {
+        match $call {
+            Err(suppaftp::FtpError::UnexpectedResponse(resp)) => resp.status.code(),
+            Err(e) => panic!("expected an error reply, got {e}"),
+            Ok(stream) => $crate::common::code_of(stream.finish().await),
+        }
+    };
+}
