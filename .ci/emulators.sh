@@ -41,5 +41,7 @@ export BUCKETFTP_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
 export BUCKETFTP_TEST_S3_BUCKET=bucketftp
 export BUCKETFTP_TEST_AZURE_ENDPOINT="http://127.0.0.1:$AZ_PORT/devstoreaccount1"
 export BUCKETFTP_TEST_AZURE_CONTAINER=bucketftp
+# object_store's Azure emulator mode reads azurite's address from here.
+export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$AZ_PORT"
 python3 "$(dirname "${BASH_SOURCE[0]}")/../tests/clients/emulator.py" create-buckets
 echo "emulators: s3 $BUCKETFTP_TEST_S3_ENDPOINT, azure $BUCKETFTP_TEST_AZURE_ENDPOINT (logs in $EMU_DIR)"

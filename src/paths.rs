@@ -21,8 +21,10 @@ pub const MAX_KEY_BYTES: usize = 1024;
 /// Why a client path could not become an object key.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PathError {
-    /// A segment holds a byte no store accepts in a key (control characters).
-    #[error("file name {segment:?} contains a control character")]
+    /// A segment holds a character no store keeps verbatim: control
+    /// characters, or `\\`, which Azure Blob turns into `/` (so
+    /// `..\\..\\x` would become a path with `..` segments there).
+    #[error("file name {segment:?} contains a control character or a backslash")]
     IllegalCharacter {
         /// The offending segment.
         segment: String,
@@ -55,7 +57,7 @@ pub fn normalize(ftp_path: &str) -> Result<Vec<String>, PathError> {
                 if name.len() > MAX_SEGMENT_BYTES {
                     return Err(PathError::SegmentTooLong);
                 }
-                if PathPart::parse(name).is_err() {
+                if name.contains('\\') || PathPart::parse(name).is_err() {
                     return Err(PathError::IllegalCharacter {
                         segment: name.to_string(),
                     });
@@ -205,6 +207,10 @@ mod tests {
         ));
         assert!(matches!(
             j.key(Path::new("/a\0b")),
+            Err(PathError::IllegalCharacter { .. })
+        ));
+        assert!(matches!(
+            j.key(Path::new("..\\..\\x")),
             Err(PathError::IllegalCharacter { .. })
         ));
         let long = "x".repeat(MAX_SEGMENT_BYTES + 1);

@@ -298,7 +298,9 @@ pub async fn rename_dir(
     let mut listed_own_marker = false;
     let mut listing = store.store.list(Some(from));
     while let Some(meta) = listing.try_next().await.map_err(storage_error)? {
-        listed_own_marker |= meta.location == own_marker;
+        // The own marker `from/` may come back as `from/` or, slash
+        // stripped, as `from`.
+        listed_own_marker |= meta.location == own_marker || meta.location == *from;
         objects.push(meta);
         if objects.len() > limit {
             // libunftp words replies by kind alone ("Permission denied");

@@ -96,13 +96,10 @@ pub fn storage_for(
             let endpoint = required_env("BUCKETFTP_TEST_AZURE_ENDPOINT")?;
             let container =
                 env("BUCKETFTP_TEST_AZURE_CONTAINER").unwrap_or_else(|| "bucketftp".into());
+            // Emulator mode takes azurite's address from
+            // AZURITE_BLOB_STORAGE_URL (object_store reads it itself).
+            let _ = endpoint;
             options.insert("azure_storage_use_emulator".into(), "true".into());
-            options.insert(
-                "azure_storage_account_name".into(),
-                "devstoreaccount1".into(),
-            );
-            options.insert("azure_storage_endpoint".into(), endpoint);
-            options.insert("azure_allow_http".into(), "true".into());
             format!("az://{container}/{}", unique_prefix(tag))
         }
         Backend::Gcs => {
@@ -255,17 +252,25 @@ impl Gateway {
         };
         let http_addr = http.as_ref().map(|l| l.local_addr().expect("http addr"));
         let transfers = Transfers::new(config.server.max_uploads);
+        let transfers_for_server = transfers.clone();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(bucketftp::serve(
-            config,
-            accounts,
-            stores,
-            transfers.clone(),
-            Listeners { ftp, http },
-            async move {
-                let _ = rx.await;
-            },
-        ));
+        let task = tokio::spawn(async move {
+            let result = bucketftp::serve(
+                config,
+                accounts,
+                stores,
+                transfers_for_server,
+                Listeners { ftp, http },
+                async move {
+                    let _ = rx.await;
+                },
+            )
+            .await;
+            if let Err(e) = &result {
+                eprintln!("gateway failed: {}", bucketftp::error_chain(e));
+            }
+            result
+        });
         Some(Gateway {
             addr,
             http: http_addr,
@@ -291,6 +296,9 @@ impl Gateway {
     pub async fn connect(&self) -> AsyncFtpStream {
         let mut last = None;
         for _ in 0..100 {
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                panic!("the gateway stopped during start-up (see its error above)");
+            }
             match AsyncFtpStream::connect(self.addr).await {
                 Ok(ftp) => return ftp,
                 Err(e) => last = Some(e),
