@@ -297,6 +297,8 @@ pub struct Accounts {
     /// A real hash to verify against for unknown names, so that a login
     /// with a wrong name costs as much time as one with a wrong password.
     decoy_hash: String,
+    /// Password checks running at once (one per core).
+    verifications: tokio::sync::Semaphore,
 }
 
 impl Accounts {
@@ -314,6 +316,9 @@ impl Accounts {
             anonymous: anonymous.map(Arc::new),
             lockout,
             decoy_hash: hash_password("decoy password nobody has")?,
+            verifications: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         })
     }
 
@@ -367,9 +372,18 @@ impl Authenticator for Accounts {
         let password_ok = match hash {
             // Anonymous: any password (traditionally an e-mail address).
             None => true,
-            Some(hash) => tokio::task::spawn_blocking(move || verify(&hash, &password))
-                .await
-                .unwrap_or(false),
+            Some(hash) => {
+                // argon2id takes ~19 MiB and tens of milliseconds per check:
+                // a burst of logins waits for a slot instead of taking
+                // memory and every core at once. The semaphore is never
+                // closed, so acquiring only fails if it were.
+                let Ok(_slot) = self.verifications.acquire().await else {
+                    return Err(refuse("server shutting down", username, ip));
+                };
+                tokio::task::spawn_blocking(move || verify(&hash, &password))
+                    .await
+                    .unwrap_or(false)
+            }
         };
         let Some(account) = account else {
             self.lockout.record_failure(username, ip);

@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -30,8 +30,10 @@ pub struct UploadSettings {
     pub idle_timeout: Duration,
 }
 
-/// Size of one read from the data connection.
+/// Size of the allocations data-connection reads go into.
 const READ_CHUNK: usize = 256 * 1024;
+/// Below this much spare room, start a fresh read allocation.
+const MIN_READ: usize = 16 * 1024;
 
 /// Why an upload did not complete (it left nothing behind in every case).
 #[derive(Debug, thiserror::Error)]
@@ -57,8 +59,10 @@ pub enum UploadError {
     Existing(#[source] object_store::Error),
 }
 
-/// Where the bytes go: a buffer until it outgrows one part, then a
-/// multipart upload.
+/// Where the bytes go: a list of chunks until they outgrow one part, then a
+/// multipart upload. Chunks are handed on as they were read (`Bytes` are
+/// reference-counted), so no byte is copied between the socket and the
+/// store client.
 struct PartSink {
     store: Arc<dyn ObjectStore>,
     key: ObjectPath,
@@ -67,7 +71,8 @@ struct PartSink {
 }
 
 enum SinkState {
-    Buffering(BytesMut),
+    /// Chunks and their total length, all within one part.
+    Buffering(Vec<Bytes>, usize),
     Multipart(WriteMultipart),
 }
 
@@ -77,25 +82,28 @@ impl PartSink {
             store,
             key,
             settings,
-            state: Some(SinkState::Buffering(BytesMut::new())),
+            state: Some(SinkState::Buffering(Vec::new(), 0)),
         }
     }
 
-    async fn write(&mut self, data: &[u8]) -> Result<(), object_store::Error> {
+    async fn write(&mut self, data: Bytes) -> Result<(), object_store::Error> {
         match self.state.take() {
-            Some(SinkState::Buffering(mut buf))
-                if buf.len() + data.len() <= self.settings.part_size =>
+            Some(SinkState::Buffering(mut chunks, len))
+                if len + data.len() <= self.settings.part_size =>
             {
-                buf.extend_from_slice(data);
-                self.state = Some(SinkState::Buffering(buf));
+                let len = len + data.len();
+                chunks.push(data);
+                self.state = Some(SinkState::Buffering(chunks, len));
                 Ok(())
             }
-            Some(SinkState::Buffering(buf)) => {
+            Some(SinkState::Buffering(chunks, _)) => {
                 let upload = self.store.put_multipart(&self.key).await?;
                 crate::metrics::multipart_started();
                 let mut writer =
                     WriteMultipart::new_with_chunk_size(upload, self.settings.part_size);
-                writer.put(buf.freeze());
+                for chunk in chunks {
+                    writer.put(chunk);
+                }
                 self.state = Some(SinkState::Multipart(writer));
                 self.write_multipart(data).await
             }
@@ -107,18 +115,20 @@ impl PartSink {
         }
     }
 
-    async fn write_multipart(&mut self, data: &[u8]) -> Result<(), object_store::Error> {
+    async fn write_multipart(&mut self, data: Bytes) -> Result<(), object_store::Error> {
         if let Some(SinkState::Multipart(writer)) = self.state.as_mut() {
             writer.wait_for_capacity(self.settings.concurrency).await?;
-            writer.write(data);
+            writer.put(data);
         }
         Ok(())
     }
 
     async fn finish(mut self) -> Result<(), object_store::Error> {
         match self.state.take() {
-            Some(SinkState::Buffering(buf)) => {
-                self.store.put(&self.key, Bytes::from(buf).into()).await?;
+            Some(SinkState::Buffering(chunks, _)) => {
+                self.store
+                    .put(&self.key, PutPayload::from_iter(chunks))
+                    .await?;
             }
             Some(SinkState::Multipart(writer)) => {
                 writer.finish().await?;
@@ -175,16 +185,21 @@ where
         if let Some(mut head) = existing {
             while let Some(chunk) = head.next().await {
                 let chunk = chunk.map_err(UploadError::Existing)?;
-                sink.write(&chunk).await.map_err(UploadError::Store)?;
+                sink.write(chunk).await.map_err(UploadError::Store)?;
             }
         }
-        let mut buf = vec![0u8; READ_CHUNK];
+        let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut received: u64 = 0;
         loop {
+            if buf.capacity() < MIN_READ {
+                // The rest of the previous allocation is too small to be
+                // worth a read; earlier chunks keep theirs alive.
+                buf = BytesMut::with_capacity(READ_CHUNK);
+            }
             let n = tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
-                read = tokio::time::timeout(idle, input.read(&mut buf)) => match read {
+                read = tokio::time::timeout(idle, input.read_buf(&mut buf)) => match read {
                     Err(_) => return Err(UploadError::Idle(idle)),
                     Ok(Err(e)) => return Err(UploadError::Client(e)),
                     Ok(Ok(n)) => n,
@@ -198,7 +213,7 @@ where
             tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
-                written = sink.write(&buf[..n]) => written.map_err(UploadError::Store)?,
+                written = sink.write(buf.split().freeze()) => written.map_err(UploadError::Store)?,
             }
         }
         if !session.control_alive() {
