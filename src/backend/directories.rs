@@ -67,7 +67,7 @@ fn is_marker(location: &ObjectPath) -> bool {
 /// The last segment of a key, or "" for the root.
 fn name_of(key: &ObjectPath) -> String {
     key.parts()
-        .last()
+        .next_back()
         .map(|p| p.as_ref().to_string())
         .unwrap_or_default()
 }
