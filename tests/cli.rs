@@ -164,30 +164,46 @@ fn no_flags_serves_the_embedded_default() {
         }
     }
     let password = password.expect("stdout tells the password");
-    // Upload with curl, as the README's tour does.
-    let file = cwd.path().join("hello.txt");
-    std::fs::write(&file, b"hello from the quick start\n").expect("write");
-    let mut uploaded = false;
-    for _ in 0..50 {
-        let status = Command::new("curl")
-            .args(["-sS", "--ftp-create-dirs", "-T"])
-            .arg(&file)
-            .arg(format!(
-                "ftp://bucketftp:{password}@127.0.0.1:2121/quick/hello.txt"
-            ))
-            .status()
-            .expect("curl");
-        if status.success() {
-            uploaded = true;
-            break;
+    // The README's tour, line by line, against this server.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let tour: Vec<String> = readme
+        .split("<!-- tour:begin")
+        .nth(1)
+        .and_then(|rest| rest.split("<!-- tour:end").next())
+        .expect("tour block in README")
+        .lines()
+        .skip_while(|l| !l.starts_with("```sh"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .map(|l| l.replace("PASSWORD", &password))
+        .collect();
+    assert!(tour.len() >= 4, "{tour:?}");
+    let mut transcript = String::new();
+    for line in &tour {
+        let mut ok = false;
+        for _ in 0..50 {
+            let out = Command::new("sh")
+                .args(["-c", line])
+                .current_dir(cwd.path())
+                .output()
+                .expect("sh");
+            if out.status.success() {
+                transcript.push_str(&String::from_utf8_lossy(&out.stdout));
+                ok = true;
+                break;
+            }
+            // The server may still be starting.
+            std::thread::sleep(Duration::from_millis(100));
         }
-        std::thread::sleep(Duration::from_millis(100));
+        assert!(ok, "README tour line failed: {line}");
     }
     let _ = child.kill();
     let _ = child.wait();
-    assert!(uploaded, "curl upload failed");
+    assert!(transcript.contains("hello, bucket"), "{transcript}");
+    assert!(transcript.contains("hello.txt"), "listing: {transcript}");
     assert_eq!(
-        std::fs::read(cwd.path().join("bucketftp-data/quick/hello.txt")).expect("object on disk"),
-        b"hello from the quick start\n"
+        std::fs::read(cwd.path().join("bucketftp-data/inbox/hello.txt")).expect("object on disk"),
+        b"hello, bucket\n"
     );
 }

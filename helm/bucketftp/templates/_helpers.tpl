@@ -1,0 +1,183 @@
+{{/*
+Names and labels.
+*/}}
+{{- define "bucketftp.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bucketftp.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "bucketftp.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "bucketftp.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "bucketftp.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "bucketftp.labels" -}}
+helm.sh/chart: {{ include "bucketftp.chart" . }}
+{{ include "bucketftp.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "bucketftp.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "bucketftp.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/*
+The Secret holding users.toml (and inline TLS files): the operator's or ours.
+*/}}
+{{- define "bucketftp.secretName" -}}
+{{- default (include "bucketftp.fullname" .) .Values.existingSecret }}
+{{- end }}
+
+{{/*
+The Secret the FTPS certificate and key are read from.
+*/}}
+{{- define "bucketftp.tlsSecretName" -}}
+{{- default (include "bucketftp.secretName" .) .Values.tls.existingSecret }}
+{{- end }}
+
+{{/*
+Fixed ports inside the pod (the image EXPOSEs them).
+*/}}
+{{- define "bucketftp.controlPort" -}}2121{{- end }}
+{{- define "bucketftp.httpPort" -}}9090{{- end }}
+
+{{/*
+The passive ports as a list of integers, after checking the range.
+*/}}
+{{- define "bucketftp.passivePortList" -}}
+{{- $start := int .Values.passivePorts.start }}
+{{- $end := int .Values.passivePorts.end }}
+{{- if lt $end $start }}
+{{- fail (printf "passivePorts: end (%d) is below start (%d)" $end $start) }}
+{{- end }}
+{{- toJson (untilStep $start (int (add $end 1)) 1) }}
+{{- end }}
+
+{{/*
+The address advertised in PASV replies (server.passive_host).
+*/}}
+{{- define "bucketftp.passiveHost" -}}
+{{- coalesce .Values.passiveHost .Values.service.loadBalancerIP "from-connection" }}
+{{- end }}
+
+{{/*
+terminationGracePeriodSeconds: the preStop delay, then the gateway's own
+shutdown grace, plus 10 s for it to close sessions and exit. Kubernetes
+kills the pod when this runs out, so it must exceed shutdownGraceSeconds.
+*/}}
+{{- define "bucketftp.terminationGracePeriodSeconds" -}}
+{{- add (int .Values.shutdownGraceSeconds) (int .Values.preStopSleepSeconds) 10 }}
+{{- end }}
+
+{{/*
+One value in TOML syntax. Strings go through JSON encoding, whose escapes
+are all valid in TOML basic strings; numbers are written as integers (Helm
+reads every YAML number as a float); lists are lists of strings; maps
+become inline tables of strings.
+*/}}
+{{- define "bucketftp.toml.value" -}}
+{{- if kindIs "string" . }}
+{{- toJson . }}
+{{- else if kindIs "bool" . }}
+{{- . }}
+{{- else if or (kindIs "float64" .) (kindIs "int" .) (kindIs "int64" .) }}
+{{- int64 . }}
+{{- else if kindIs "slice" . }}
+{{- $items := list }}
+{{- range . }}
+{{- $items = append $items (toJson (toString .)) }}
+{{- end }}
+{{- printf "[%s]" (join ", " $items) }}
+{{- else if kindIs "map" . }}
+{{- $items := list }}
+{{- range $key, $value := . }}
+{{- $items = append $items (printf "%s = %s" (toJson $key) (toJson (toString $value))) }}
+{{- end }}
+{{- printf "{ %s }" (join ", " $items) }}
+{{- else }}
+{{- fail (printf "cannot write %v (%s) as a TOML value" . (kindOf .)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The keys of a map as TOML `key = value` lines, in key order; null values
+are left out (the gateway's default applies).
+*/}}
+{{- define "bucketftp.toml.keys" -}}
+{{- range $key, $value := . }}
+{{- if not (kindIs "invalid" $value) }}
+{{ $key }} = {{ include "bucketftp.toml.value" $value }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+config.toml without the users: the ConfigMap's content.
+*/}}
+{{- define "bucketftp.configToml" -}}
+{{- $passive := include "bucketftp.passivePortList" . | fromJsonArray -}}
+# Written by the bucketftp chart; the init container appends users.toml.
+[server]
+listen = "0.0.0.0:{{ include "bucketftp.controlPort" . }}"
+passive_ports = "{{ first $passive }}-{{ last $passive }}"
+passive_host = {{ include "bucketftp.passiveHost" . | toJson }}
+shutdown_grace = "{{ int .Values.shutdownGraceSeconds }}s"
+{{- include "bucketftp.toml.keys" .Values.server }}
+
+[http]
+listen = "0.0.0.0:{{ include "bucketftp.httpPort" . }}"
+
+[log]
+{{- include "bucketftp.toml.keys" .Values.log }}
+
+[storage]
+{{- include "bucketftp.toml.keys" (omit .Values.storage "options") }}
+
+[storage.options]
+{{- range $key, $value := .Values.storage.options }}
+{{ toJson $key }} = {{ toJson (toString $value) }}
+{{- end }}
+
+[auth]
+{{- include "bucketftp.toml.keys" .Values.auth }}
+{{- if .Values.tls.enabled }}
+
+[tls]
+cert = "/etc/bucketftp/tls/tls.crt"
+key = "/etc/bucketftp/tls/tls.key"
+required = {{ .Values.tls.required | toJson }}
+{{- end }}
+{{ end }}
+
+{{/*
+users.toml: one [[users]] table per entry of .Values.users.
+*/}}
+{{- define "bucketftp.usersToml" -}}
+# [[users]] entries, appended to config.toml by the pod's init container.
+{{- range .Values.users }}
+
+[[users]]
+{{- include "bucketftp.toml.keys" . }}
+{{- end }}
+{{ end }}
