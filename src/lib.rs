@@ -25,6 +25,7 @@ pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod http;
+pub mod instrumented;
 pub mod metrics;
 pub mod paths;
 pub mod server;

@@ -113,6 +113,11 @@ pub struct OpenedStore {
 /// bodies alone.
 const DEFAULT_CLIENT_OPTIONS: &[(&str, &str)] = &[("timeout", "6h"), ("connect_timeout", "10s")];
 
+/// Every store is wrapped so its requests are timed and counted.
+fn instrumented(store: Arc<dyn ObjectStore>, backend: &'static str) -> Arc<dyn ObjectStore> {
+    Arc::new(crate::instrumented::InstrumentedStore::new(store, backend))
+}
+
 /// Opens the store a URL names. `env` is the process environment (passed in
 /// so tests can control it).
 pub fn open_store(
@@ -125,7 +130,7 @@ pub fn open_store(
         "memory" => {
             reject_options("memory", options)?;
             Ok(OpenedStore {
-                store: Arc::new(InMemory::new()),
+                store: instrumented(Arc::new(InMemory::new()), "memory"),
                 base: ObjectPath::ROOT,
                 kind: StoreKind::Memory,
                 display_url,
@@ -149,7 +154,7 @@ pub fn open_store(
             let fs =
                 Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(StoreUrlError::Build)?);
             Ok(OpenedStore {
-                store: fs.clone(),
+                store: instrumented(fs.clone(), "file"),
                 base: ObjectPath::ROOT,
                 kind: StoreKind::Local { root, fs },
                 display_url,
@@ -185,7 +190,7 @@ pub fn open_store(
                 object_store::parse_url_opts(url, merged).map_err(StoreUrlError::Build)?;
             let base = url_prefix(url)?;
             Ok(OpenedStore {
-                store: Arc::from(store),
+                store: instrumented(Arc::from(store), family),
                 base,
                 kind: StoreKind::Cloud { scheme: family },
                 display_url,

@@ -453,3 +453,114 @@ macro_rules! transfer_code {
         }
     };
 }
+
+/// A free TCP port on 127.0.0.1 (bound then released: for child processes
+/// that need a port number on their command line).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The real `bucketftp` binary in its own process, for what only a process
+/// shows: signals, exit codes, logs, its own metrics registry, peak memory.
+pub struct Process {
+    /// The child.
+    pub child: tokio::process::Child,
+    /// FTP control address.
+    pub ftp: SocketAddr,
+    /// HTTP (metrics/health) address.
+    pub http: SocketAddr,
+    /// Everything the process wrote to stderr (its logs).
+    pub log: std::path::PathBuf,
+    /// Scratch directory (holds the log and, for `file://`, the root).
+    pub dir: tempfile::TempDir,
+}
+
+impl Process {
+    /// Starts the binary with `--user alice:PASSWORD`, the given storage URL
+    /// and extra environment (`BUCKETFTP__…`); waits until FTP answers.
+    pub async fn start(storage: &str, env: &[(&str, &str)]) -> Process {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = dir.path().join("bucketftp.log");
+        let ftp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let storage = storage.replace("{dir}", &dir.path().display().to_string());
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucketftp"));
+        cmd.args(["--listen", &ftp.to_string(), "--http", &http.to_string()])
+            .args(["--storage", &storage])
+            .args(["--user", &format!("alice:{PASSWORD}")])
+            .args(["--passive-ports", "40000-49999"])
+            .env_remove("BUCKETFTP_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log file"))
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start bucketftp");
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(ftp).await.is_ok() {
+                return Process {
+                    child,
+                    ftp,
+                    http,
+                    log,
+                    dir,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "bucketftp did not start: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// A logged-in client in binary mode.
+    pub async fn login(&self) -> AsyncFtpStream {
+        let mut ftp = AsyncFtpStream::connect(self.ftp).await.expect("connect");
+        ftp.login("alice", PASSWORD).await.expect("login");
+        ftp.transfer_type(FileType::Binary).await.expect("TYPE I");
+        ftp
+    }
+
+    /// Sends a signal to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().expect("running").to_string();
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
+
+    /// The process's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// GET over plain HTTP/1.1 without a client library: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}

@@ -164,8 +164,8 @@ listen = "0.0.0.0:{{ include "bucketftp.httpPort" . }}"
 {{- if .Values.tls.enabled }}
 
 [tls]
-cert = "/etc/bucketftp/tls/tls.crt"
-key = "/etc/bucketftp/tls/tls.key"
+cert = "/etc/bucketftp-tls/tls.crt"
+key = "/etc/bucketftp-tls/tls.key"
 required = {{ .Values.tls.required | toJson }}
 {{- end }}
 {{ end }}

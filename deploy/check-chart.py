@@ -1,0 +1,617 @@
+#!/usr/bin/env python3
+"""Checks the deployment files offline, in a few seconds.
+
+    python3 deploy/check-chart.py
+
+Needs `pip install helm-python-sdk kubernetes-validate` (Helm's Go SDK as a
+Python library, and the Kubernetes JSON schemas); no helm binary, cluster or
+network.
+
+It lints helm/bucketftp, renders it with several value sets, and validates
+every rendered object and every file in deploy/kubernetes/ against the
+Kubernetes schemas (strict: unknown fields fail). Custom resources (the
+ServiceMonitor) have no schema there and are only checked to parse. Then it
+checks what the schemas cannot see:
+
+- the gateway's config.toml, assembled as the init container does, parses as
+  TOML and uses only sections and keys that src/config.rs knows (the gateway
+  refuses unknown keys at start);
+- the load-balancer Service lists exactly the ports of server.passive_ports,
+  each unchanged, with client-IP affinity;
+- terminationGracePeriodSeconds exceeds preStop delay + server.shutdown_grace;
+- the pod runs as non-root on a read-only root filesystem, with probes on
+  /healthz and /readyz, and mounts what the configuration names;
+- values that must be refused are refused;
+- when a bucketftp binary is at hand ($BUCKETFTP_BIN, target/release or
+  target/debug; it is never built here), `bucketftp check-config` accepts
+  every assembled config.toml and the image's deploy/config.toml.
+
+Exits 1 naming every failed check, 2 when a tool is missing.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+try:
+    import helm_python as helm
+    import kubernetes_validate
+    import yaml
+except ImportError as err:
+    sys.exit(
+        f"check-chart: {err}; install the tools with: "
+        "pip install helm-python-sdk kubernetes-validate"
+    )
+
+ROOT = Path(__file__).resolve().parent.parent
+CHART = ROOT / "helm" / "bucketftp"
+MANIFESTS = ROOT / "deploy" / "kubernetes"
+IMAGE_CONFIG = ROOT / "deploy" / "config.toml"
+DOCKERFILE = ROOT / "deploy" / "Dockerfile"
+CONFIG_RS = ROOT / "src" / "config.rs"
+
+# The oldest Kubernetes release still commonly run; the schemas ship with
+# kubernetes-validate.
+KUBE_VERSION = "1.30"
+# Kinds without a schema in kubernetes-validate: parsed, not validated.
+CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+# The sections the gateway's config.toml may have (the brief of issue
+# "Kubernetes: ..."; src/config.rs RawConfig is checked to agree).
+SECTIONS = {"server", "http", "log", "storage", "tls", "auth", "users"}
+RELEASE, NAMESPACE = "ftp", "files"
+
+# A syntactically valid PHC string; no password hashes to it.
+SAMPLE_HASH = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA"
+SAMPLE_PEM = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+SAMPLE_KEY = "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"
+
+# Value sets the chart must render. Each name is reported on failure.
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "tls": {
+        "passiveHost": "203.0.113.10",
+        "users": [
+            {
+                "name": "camera1",
+                "password_hash": SAMPLE_HASH,
+                "home": "/cameras/1",
+                "permissions": ["list", "write", "mkdir"],
+                "allowed_ips": ["203.0.113.0/24", "2001:db8::/32"],
+                "tls_required": True,
+            }
+        ],
+        "tls": {"enabled": True, "required": "all", "cert": SAMPLE_PEM, "key": SAMPLE_KEY},
+    },
+    "monitoring": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
+    },
+    "existing-secret": {
+        "existingSecret": "ftp-accounts",
+        "credentials": {"existingSecret": "ftp-cloud"},
+        "tls": {"enabled": True, "existingSecret": "ftp-cert"},
+        "serviceAccount": {
+            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ftp"}
+        },
+        "storage": {"url": "s3://bucket/prefix", "options": {"aws_region": "eu-west-1"}},
+    },
+    "custom-range": {
+        "passivePorts": {"start": 40000, "end": 40004},
+        "passiveHost": "ftp.example.com",
+        "shutdownGraceSeconds": 120,
+        "preStopSleepSeconds": 0,
+        "service": {
+            "externalTrafficPolicy": "Cluster",
+            "loadBalancerSourceRanges": ["198.51.100.0/24"],
+            "allocateLoadBalancerNodePorts": False,
+        },
+        "server": {"greeting": 'say "hi" \\ héllo <&>', "max_uploads": 0},
+        "storage": {
+            "url": "gs://bucket/in",
+            "options": {"google_bucket": "bucket", "timeout": "2h"},
+        },
+        "credentials": {"env": {"GOOGLE_SERVICE_ACCOUNT_KEY": '{"type": "service_account"}'}},
+        "users": [
+            {
+                "name": "alice",
+                "password_hash": SAMPLE_HASH,
+                "storage": "s3://other/alice",
+                "storage_options": {"aws_region": "us-east-1"},
+                "enabled": False,
+            },
+            {"name": "bob", "password_hash": SAMPLE_HASH},
+        ],
+    },
+    "nodeport": {
+        "service": {"type": "NodePort", "controlNodePort": 30021},
+        "passivePorts": {"start": 30100, "end": 30109},
+        "persistence": {"existingClaim": "ftp-shared"},
+        "auth": {"anonymous": True},
+    },
+}
+
+# Value sets the chart must refuse, with a word the error must contain.
+REFUSED: dict[str, tuple[dict[str, Any], str]] = {
+    "unknown server key": ({"server": {"listen_addr": "0.0.0.0:21"}}, "listen_addr"),
+    "plaintext password": (
+        {"users": [{"name": "eve", "password_hash": "hunter2"}]},
+        "password_hash",
+    ),
+    "reversed passive range": ({"passivePorts": {"start": 50010, "end": 50000}}, "passivePorts"),
+    "users with existingSecret": (
+        {"existingSecret": "x", "users": [{"name": "a", "password_hash": SAMPLE_HASH}]},
+        "existingSecret",
+    ),
+    "tls without certificate": ({"tls": {"enabled": True}}, "tls"),
+}
+
+
+class Checks:
+    """Collects failures instead of stopping at the first one."""
+
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failures: list[str] = []
+        # (where, config.toml as the gateway would read it), for check-config.
+        self.configs: list[tuple[str, str]] = []
+
+    def check(self, ok: bool, where: str, what: str) -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(f"{where}: {what}")
+        return ok
+
+    def run(self, where: str, step: Callable[[], None]) -> None:
+        """Runs a step whose exceptions are failures, not crashes."""
+        try:
+            step()
+        except AssertionError as err:
+            self.check(False, where, str(err))
+        except (helm.HelmError, yaml.YAMLError, tomllib.TOMLDecodeError, KeyError) as err:
+            self.check(False, where, f"{type(err).__name__}: {err}")
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def known_keys() -> dict[str, set[str]]:
+    """Section -> field names, read from the Raw* structs of src/config.rs."""
+    text = CONFIG_RS.read_text()
+    structs: dict[str, set[str]] = {}
+    for name, body in re.findall(r"pub struct (Raw\w+) \{(.*?)\n\}", text, re.S):
+        structs[name] = set(re.findall(r"^\s*pub (\w+):", body, re.M))
+    sections = structs.get("RawConfig", set())
+    assert sections == SECTIONS, (
+        f"src/config.rs RawConfig has sections {sorted(sections)}, expected {sorted(SECTIONS)}"
+    )
+    by_section = {s: structs.get(f"Raw{s.capitalize()}", set()) for s in sections}
+    by_section["users"] = structs.get("RawUser", set())
+    assert all(by_section.values()), "cannot read the Raw* structs of src/config.rs"
+    return by_section
+
+
+def duration_seconds(text: str) -> float:
+    """The subset of humantime the deployment files use: 30s, 2m, 1h 30m."""
+    units = {"ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
+    parts = re.findall(r"(\d+)\s*([a-z]+)", text)
+    assert parts and all(u in units for _, u in parts), f"unreadable duration {text!r}"
+    return sum(int(n) * units[u] for n, u in parts)
+
+
+def parse_docs(text: str, where: str) -> list[dict[str, Any]]:
+    docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    for doc in docs:
+        assert isinstance(doc, dict), f"{where}: a YAML document is not a mapping"
+        assert doc.get("apiVersion") and doc.get("kind"), f"{where}: no apiVersion/kind"
+        assert doc.get("metadata", {}).get("name"), f"{where}: {doc['kind']} without a name"
+    return docs
+
+
+def validate_schema(checks: Checks, doc: dict[str, Any], where: str) -> None:
+    kind = f"{doc['kind']}/{doc['metadata']['name']}"
+    if (doc["apiVersion"], doc["kind"]) in CUSTOM_KINDS:
+        checks.check(isinstance(doc.get("spec"), dict), where, f"{kind} has no spec")
+        return
+    try:
+        kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+        checks.check(True, where, kind)
+    except kubernetes_validate.ValidationError as err:
+        path = ".".join(str(p) for p in err.path)
+        checks.check(False, where, f"{kind} invalid at {path or '<root>'}: {err.message}")
+    except kubernetes_validate.SchemaNotFoundError:
+        checks.check(False, where, f"{kind}: no Kubernetes {KUBE_VERSION} schema for {doc['apiVersion']}")
+
+
+def one(docs: list[dict[str, Any]], kind: str, where: str, pred=lambda d: True) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and pred(d)]
+    assert len(found) == 1, f"{where}: expected one {kind}, found {len(found)}"
+    return found[0]
+
+
+def secret_text(secret: dict[str, Any], key: str) -> str | None:
+    if key in (secret.get("stringData") or {}):
+        return secret["stringData"][key]
+    if key in (secret.get("data") or {}):
+        return base64.b64decode(secret["data"][key]).decode()
+    return None
+
+
+def check_config(checks: Checks, config: dict[str, Any], keys: dict[str, set[str]], where: str) -> None:
+    extra = set(config) - SECTIONS
+    checks.check(not extra, where, f"config.toml has unknown sections {sorted(extra)}")
+    for section, value in config.items():
+        if section not in SECTIONS:
+            continue
+        entries = value if section == "users" else [value]
+        for entry in entries:
+            unknown = set(entry) - keys[section]
+            checks.check(not unknown, where, f"[{section}] has keys the gateway refuses: {sorted(unknown)}")
+    for user in config.get("users", []):
+        checks.check(
+            {"name", "password_hash"} <= set(user), where, "a [[users]] entry lacks name or password_hash"
+        )
+
+
+# ---------------------------------------------------------------- semantics
+
+
+def check_objects(
+    checks: Checks,
+    docs: list[dict[str, Any]],
+    keys: dict[str, set[str]],
+    where: str,
+    external: frozenset[str] = frozenset(),
+) -> None:
+    """What the schemas cannot see, for a rendered chart or the plain files.
+
+    `external` names the Secrets the operator brings (existingSecret).
+    """
+    deploy = one(docs, "Deployment", where)
+    pod = deploy["spec"]["template"]["spec"]
+    main = next(c for c in pod["containers"] if c["name"] == "bucketftp")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = {m["mountPath"]: m["name"] for m in main.get("volumeMounts", [])}
+
+    # The config.toml the gateway reads: settings + "\n" + users.toml, as the
+    # init container joins them.
+    settings_map = volumes["settings"]["configMap"]["name"]
+    settings = one(docs, "ConfigMap", where, lambda d: d["metadata"]["name"] == settings_map)
+    users_secret_name = volumes["users"]["secret"]["secretName"]
+    users_secrets = [
+        d for d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == users_secret_name
+    ]
+    users_toml = secret_text(users_secrets[0], "users.toml") if users_secrets else ""
+    checks.check(users_toml is not None, where, f"Secret {users_secret_name} has no users.toml")
+    text = settings["data"]["config.toml"] + "\n" + (users_toml or "")
+    config = tomllib.loads(text)
+    check_config(checks, config, keys, where)
+    checks.configs.append((where, text))
+
+    env = {e["name"]: e.get("value") for e in main.get("env", [])}
+    config_path = env.get("BUCKETFTP_CONFIG", "/etc/bucketftp/config.toml")
+    checks.check(
+        mounts.get(str(Path(config_path).parent)) == "config",
+        where,
+        f"BUCKETFTP_CONFIG {config_path} is not on the assembled config volume",
+    )
+    init = next(c for c in pod.get("initContainers", []) if c["name"] == "assemble-config")
+    checks.check(config_path in " ".join(init["command"]), where, "the init container does not write BUCKETFTP_CONFIG")
+
+    # Ports: the container's named ports are those of the configuration.
+    server = config.get("server", {})
+    ports = {p["name"]: p["containerPort"] for p in main.get("ports", [])}
+    checks.check(
+        server.get("listen", "").endswith(f":{ports.get('ftp')}"), where, "server.listen and port ftp differ"
+    )
+    checks.check(
+        config.get("http", {}).get("listen", "").endswith(f":{ports.get('http')}"),
+        where,
+        "http.listen and port http differ",
+    )
+    checks.check(config.get("log", {}).get("format") == "json", where, "log.format is not json")
+    low, high = (int(p) for p in server["passive_ports"].split("-"))
+    passive = set(range(low, high + 1))
+
+    # The Service lists exactly the passive range, unchanged, with affinity.
+    service = one(docs, "Service", where, lambda d: d["spec"].get("type") in ("LoadBalancer", "NodePort"))
+    spec = service["spec"]
+    listed = [p for p in spec["ports"] if p["name"] != "ftp"]
+    numbers = [p["port"] for p in listed]
+    checks.check(
+        sorted(numbers) == sorted(passive) and len(numbers) == len(passive),
+        where,
+        f"Service passive ports {numbers[:3]}... ({len(numbers)}) are not exactly {low}-{high}",
+    )
+    checks.check(
+        all(p["targetPort"] == p["port"] and p.get("protocol", "TCP") == "TCP" for p in listed),
+        where,
+        "a passive Service port is remapped (the PASV reply names the pod's port)",
+    )
+    if spec["type"] == "NodePort":
+        checks.check(all(p.get("nodePort") == p["port"] for p in listed), where, "NodePort passive ports must keep their number")
+    control = next((p for p in spec["ports"] if p["name"] == "ftp"), None)
+    checks.check(control is not None and control["targetPort"] in ("ftp", ports.get("ftp")), where, "no control port to ftp")
+    checks.check(spec.get("sessionAffinity") == "ClientIP", where, "Service sessionAffinity is not ClientIP")
+    timeout = spec.get("sessionAffinityConfig", {}).get("clientIP", {}).get("timeoutSeconds")
+    checks.check(isinstance(timeout, int) and timeout > 0, where, "no sessionAffinity timeout")
+    checks.check(
+        set(spec["selector"].items()) <= set(deploy["spec"]["template"]["metadata"]["labels"].items()),
+        where,
+        "the Service does not select the pods",
+    )
+
+    # Shutdown: Kubernetes must not kill the pod inside the drain.
+    grace = duration_seconds(server.get("shutdown_grace", "30s"))
+    pre_stop = main.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
+    delay = int(pre_stop[-1]) if pre_stop and pre_stop[0].endswith("sleep") else 0
+    termination = pod.get("terminationGracePeriodSeconds", 30)
+    checks.check(
+        termination > grace + delay,
+        where,
+        f"terminationGracePeriodSeconds {termination} <= preStop {delay}s + shutdown_grace {grace:g}s",
+    )
+
+    # Hardening and probes.
+    pod_sc, sc = pod.get("securityContext", {}), main.get("securityContext", {})
+    checks.check(pod_sc.get("runAsNonRoot") is True, where, "runAsNonRoot is not set")
+    checks.check(pod_sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", where, "seccomp is not RuntimeDefault")
+    for c in [main, init]:
+        csc = c.get("securityContext", {})
+        checks.check(csc.get("readOnlyRootFilesystem") is True, where, f"{c['name']}: root filesystem is writable")
+        checks.check(csc.get("capabilities", {}).get("drop") == ["ALL"], where, f"{c['name']}: capabilities not dropped")
+        checks.check(csc.get("allowPrivilegeEscalation") is False, where, f"{c['name']}: privilege escalation allowed")
+    for probe, path in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")]:
+        get = main.get(probe, {}).get("httpGet", {})
+        checks.check(
+            get.get("path") == path and get.get("port") in ("http", ports.get("http")),
+            where,
+            f"{probe} is not GET {path} on the http port",
+        )
+    checks.check("/data" in mounts, where, "/data (file:// storage) is not mounted")
+
+    # TLS files are mounted where [tls] says.
+    if "tls" in config:
+        for key in ("cert", "key"):
+            directory = str(Path(config["tls"][key]).parent)
+            volume = volumes.get(mounts.get(directory, ""), {})
+            checks.check("secret" in volume, where, f"tls.{key} {config['tls'][key]} is not on a Secret volume")
+
+    # The objects that point at each other agree.
+    present = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    wanted = [("ConfigMap", v["configMap"]["name"]) for v in volumes.values() if "configMap" in v]
+    wanted += [("Secret", v["secret"]["secretName"]) for v in volumes.values() if "secret" in v]
+    wanted += [("Secret", e["secretRef"]["name"]) for e in main.get("envFrom", []) if "secretRef" in e]
+    for kind, name in wanted:
+        checks.check(
+            (kind, name) in present or name in external, where, f"the pod names {kind} {name}, which is not among the objects"
+        )
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    for pdb in pdbs:
+        checks.check(
+            pdb["spec"]["selector"]["matchLabels"].items() <= deploy["spec"]["template"]["metadata"]["labels"].items(),
+            where,
+            "the PodDisruptionBudget does not select the pods",
+        )
+    for hpa in [d for d in docs if d["kind"] == "HorizontalPodAutoscaler"]:
+        checks.check(hpa["spec"]["scaleTargetRef"]["name"] == deploy["metadata"]["name"], where, "HPA targets another Deployment")
+        checks.check("replicas" not in deploy["spec"], where, "Deployment sets replicas although an HPA scales it")
+    for monitor in [d for d in docs if d["kind"] == "ServiceMonitor"]:
+        wanted = monitor["spec"]["selector"]["matchLabels"].items()
+        selected = [d for d in docs if d["kind"] == "Service" and wanted <= d["metadata"].get("labels", {}).items()]
+        checks.check(len(selected) == 1, where, f"the ServiceMonitor selects {len(selected)} Services, not 1")
+        names = {p["port"] for p in monitor["spec"]["endpoints"]}
+        checks.check(
+            bool(selected) and names <= {p.get("name") for p in selected[0]["spec"]["ports"]},
+            where,
+            "the ServiceMonitor names a port the metrics Service lacks",
+        )
+    account = pod.get("serviceAccountName")
+    if any(d["kind"] == "ServiceAccount" for d in docs):
+        checks.check(
+            any(d["kind"] == "ServiceAccount" and d["metadata"]["name"] == account for d in docs),
+            where,
+            f"serviceAccountName {account} is not among the objects",
+        )
+
+
+# ---------------------------------------------------------------- runs
+
+
+def check_chart(checks: Checks, keys: dict[str, set[str]]) -> None:
+    report = helm.lint(str(CHART), strict=True)
+    for message in report.get("messages", []):
+        checks.check(message["severity"] < 2, "helm lint", f"{message['path']}: {message['error'].strip()}")
+    checks.check(not report.get("errors"), "helm lint", "; ".join(report.get("errors", [])))
+
+    with helm.Chart.load(str(CHART)) as chart:
+        meta = chart.metadata
+        checks.check(
+            meta.get("apiVersion") == "v2" and meta.get("version") == "0.1.0" and meta.get("appVersion") == "0.1.0",
+            "Chart.yaml",
+            "expected apiVersion v2, version 0.1.0, appVersion 0.1.0",
+        )
+        for name, values in VALUE_SETS.items():
+            where = f"chart[{name}]"
+
+            def render(values=values, where=where) -> None:
+                lint = helm.lint(str(CHART), values, strict=True)
+                checks.check(not lint.get("errors"), where, "helm lint: " + "; ".join(lint.get("errors", [])))
+                rendered = chart.render(values, name=RELEASE, namespace=NAMESPACE)
+                docs: list[dict[str, Any]] = []
+                for path, text in sorted(rendered.items()):
+                    if path.endswith("NOTES.txt"):
+                        checks.check(bool(text.strip()), where, "NOTES.txt is empty")
+                        continue
+                    docs += parse_docs(text, f"{where} {path}")
+                for doc in docs:
+                    validate_schema(checks, doc, where)
+                external = frozenset(
+                    n
+                    for n in (
+                        values.get("existingSecret"),
+                        values.get("credentials", {}).get("existingSecret"),
+                        values.get("tls", {}).get("existingSecret"),
+                    )
+                    if n
+                )
+                check_objects(checks, docs, keys, where, external)
+                check_expectations(checks, name, values, docs, where)
+
+            checks.run(where, render)
+
+        for name, (values, word) in REFUSED.items():
+            where = f"chart refuses {name}"
+            try:
+                chart.render(values, name=RELEASE, namespace=NAMESPACE)
+                checks.check(False, where, "rendered without error")
+            except helm.HelmError as err:
+                checks.check(word in str(err), where, f"error does not mention {word!r}: {err}")
+
+
+def check_expectations(checks: Checks, name: str, values: dict[str, Any], docs: list[dict[str, Any]], where: str) -> None:
+    """Per value set: the switches did what they say."""
+    kinds = {d["kind"] for d in docs}
+    deploy = one(docs, "Deployment", where)
+    pod = deploy["spec"]["template"]["spec"]
+    if name == "monitoring":
+        checks.check({"ServiceMonitor", "HorizontalPodAutoscaler"} <= kinds, where, "ServiceMonitor or HPA missing")
+    else:
+        checks.check(not {"ServiceMonitor", "HorizontalPodAutoscaler"} & kinds, where, "ServiceMonitor/HPA rendered while off")
+    secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
+    if name == "existing-secret":
+        checks.check(not secrets, where, f"Secrets rendered although existing ones are named: {sorted(secrets)}")
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        checks.check(volumes["users"]["secret"]["secretName"] == "ftp-accounts", where, "users not read from existingSecret")
+        checks.check(volumes["tls"]["secret"]["secretName"] == "ftp-cert", where, "TLS not read from tls.existingSecret")
+        sources = [e["secretRef"]["name"] for e in pod["containers"][0].get("envFrom", [])]
+        checks.check(sources == ["ftp-cloud"], where, f"credentials envFrom is {sources}")
+        account = one(docs, "ServiceAccount", where)
+        checks.check("eks.amazonaws.com/role-arn" in account["metadata"].get("annotations", {}), where, "IRSA annotation lost")
+    if name == "custom-range":
+        config = tomllib.loads(one(docs, "ConfigMap", where)["data"]["config.toml"])
+        checks.check(config["server"]["passive_ports"] == "40000-40004", where, "custom passive range not written")
+        checks.check(config["server"]["passive_host"] == "ftp.example.com", where, "passiveHost not written")
+        checks.check(config["server"]["greeting"] == values["server"]["greeting"], where, "greeting not escaped faithfully")
+        checks.check(pod["terminationGracePeriodSeconds"] == 130, where, "terminationGracePeriodSeconds is not grace + 10 without preStop")
+        service = one(docs, "Service", where, lambda d: d["spec"]["type"] == "LoadBalancer")
+        checks.check(service["spec"]["externalTrafficPolicy"] == "Cluster", where, "externalTrafficPolicy not configurable")
+    if name == "defaults":
+        checks.check(pod["terminationGracePeriodSeconds"] == 45, where, "default terminationGracePeriodSeconds is not 30 + 15")
+
+
+def check_manifests(checks: Checks, keys: dict[str, set[str]]) -> None:
+    files = sorted(MANIFESTS.glob("*.yaml")) + sorted(MANIFESTS.glob("*.yml"))
+    checks.check(bool(files), "deploy/kubernetes", "no manifests found")
+    docs: list[dict[str, Any]] = []
+    for path in files:
+        where = f"deploy/kubernetes/{path.name}"
+
+        def load(path=path, where=where) -> None:
+            found = parse_docs(path.read_text(), where)
+            for doc in found:
+                checks.check("namespace" not in doc["metadata"], where, "manifests must not fix a namespace")
+                validate_schema(checks, doc, where)
+            docs.extend(found)
+
+        checks.run(where, load)
+    checks.run("deploy/kubernetes", lambda: check_objects(checks, docs, keys, "deploy/kubernetes"))
+    checks.run(
+        "deploy/kubernetes",
+        lambda: checks.check(
+            one(docs, "Deployment", "deploy/kubernetes")["spec"]["replicas"] == 3,
+            "deploy/kubernetes",
+            "the Deployment should run 3 replicas",
+        ),
+    )
+
+
+def check_image(checks: Checks, keys: dict[str, set[str]]) -> None:
+    """The image's built-in config is valid and its EXPOSE matches it."""
+    config = tomllib.loads(IMAGE_CONFIG.read_text())
+    check_config(checks, config, keys, "deploy/config.toml")
+    checks.configs.append(("deploy/config.toml", IMAGE_CONFIG.read_text()))
+    dockerfile = DOCKERFILE.read_text()
+    expose = " ".join(re.findall(r"^EXPOSE (.*)$", dockerfile, re.M))
+    for port in ["2121", config["server"]["passive_ports"], "9090"]:
+        checks.check(port in expose.split(), "deploy/Dockerfile", f"EXPOSE lacks {port}")
+    checks.check(re.search(r"^USER 10001", dockerfile, re.M) is not None, "deploy/Dockerfile", "USER is not 10001")
+    checks.check(
+        'ENTRYPOINT ["/usr/local/bin/bucketftp"]' in dockerfile, "deploy/Dockerfile", "unexpected ENTRYPOINT"
+    )
+
+
+def gateway_binary() -> Path | None:
+    """$BUCKETFTP_BIN, or a binary cargo already built (never builds one)."""
+    named = os.environ.get("BUCKETFTP_BIN")
+    if named:
+        return Path(named)
+    for profile in ("release", "debug"):
+        candidate = ROOT / "target" / profile / "bucketftp"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def check_with_gateway(checks: Checks) -> None:
+    """Runs `bucketftp check-config` on every assembled config.toml, so the
+    gateway's own parser has the last word. Paths that only exist in the pod
+    (/data, the TLS files) are moved into a scratch directory; the storage is
+    not contacted (check-config only builds the clients)."""
+    binary = gateway_binary()
+    if binary is None:
+        print("check-chart: no bucketftp binary (cargo build, or set BUCKETFTP_BIN): skipping check-config")
+        return
+    with tempfile.TemporaryDirectory(prefix="check-chart-") as scratch:
+        for name in ("tls.crt", "tls.key"):
+            Path(scratch, name).write_text("placeholder\n")
+        for index, (where, text) in enumerate(checks.configs):
+            text = text.replace("file:///data", f"file://{scratch}/data")
+            text = text.replace("/etc/bucketftp-tls/", f"{scratch}/")
+            path = Path(scratch, f"config-{index}.toml")
+            path.write_text(text)
+            # A clean environment: no AWS_*/GOOGLE_*/AZURE_* from this machine.
+            env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "BUCKETFTP_CONFIG": str(path)}
+            try:
+                result = subprocess.run(
+                    [str(binary), "check-config"], env=env, capture_output=True, text=True, timeout=60
+                )
+            except (OSError, subprocess.TimeoutExpired) as err:
+                checks.check(False, where, f"{binary} check-config: {err}")
+                continue
+            checks.check(
+                result.returncode == 0,
+                where,
+                f"bucketftp check-config refuses the config: {result.stderr.strip() or result.stdout.strip()}",
+            )
+
+
+def main() -> int:
+    checks = Checks()
+    keys: dict[str, set[str]] = {}
+
+    def read_keys() -> None:
+        keys.update(known_keys())
+
+    checks.run("src/config.rs", read_keys)
+    if keys:
+        checks.run("helm/bucketftp", lambda: check_chart(checks, keys))
+        checks.run("deploy/kubernetes", lambda: check_manifests(checks, keys))
+        checks.run("deploy/Dockerfile", lambda: check_image(checks, keys))
+        check_with_gateway(checks)
+    for failure in checks.failures:
+        print(f"FAIL {failure}", file=sys.stderr)
+    print(f"check-chart: {checks.passed} passed, {len(checks.failures)} failed")
+    return 1 if checks.failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
