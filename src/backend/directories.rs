@@ -64,6 +64,35 @@ fn is_marker(location: &ObjectPath) -> bool {
     location.as_ref().ends_with('/')
 }
 
+/// Azure Blob cannot hold `dir/` markers through object_store (it builds
+/// blob URLs from a key's segments, dropping the trailing slash), so there a
+/// folder is a zero-byte blob `dir` with metadata `hdi_isfolder=true`: the
+/// convention of ADLS Gen2, blobfuse and Azure Storage Explorer.
+fn folder_blobs(store: &OpenedStore) -> bool {
+    matches!(store.kind, StoreKind::Cloud { scheme: "az" })
+}
+
+/// The metadata attribute that marks a folder blob on Azure.
+const HDI_ISFOLDER: &str = "hdi_isfolder";
+
+/// Whether the zero-byte blob at `location` is an Azure folder marker.
+async fn is_folder_blob(store: &OpenedStore, location: &ObjectPath) -> object_store::Result<bool> {
+    let head = store
+        .store
+        .get_opts(
+            location,
+            object_store::GetOptions {
+                head: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(head
+        .attributes
+        .get(&object_store::Attribute::Metadata(HDI_ISFOLDER.into()))
+        .is_some_and(|v| v.as_ref().eq_ignore_ascii_case("true")))
+}
+
 /// The last segment of a key, or "" for the root.
 fn name_of(key: &ObjectPath) -> String {
     key.parts()
@@ -82,6 +111,12 @@ pub async fn stat(
         return Ok(Some(Entry::dir(String::new(), None)));
     }
     match store.store.head(key).await {
+        Ok(meta) if meta.size == 0 && folder_blobs(store) && is_folder_blob(store, key).await? => {
+            return Ok(Some(Entry::dir(
+                name_of(key),
+                Some(meta.last_modified.into()),
+            )))
+        }
         Ok(meta) => return Ok(Some(Entry::file(name_of(key), &meta))),
         Err(object_store::Error::NotFound { .. }) => {}
         // Some stores answer HEAD of a directory path with a non-404 error
@@ -107,7 +142,16 @@ async fn dir_stat(store: &OpenedStore, key: &ObjectPath) -> object_store::Result
     // The marker first: one HEAD, and the only way to see an empty
     // directory on stores whose prefix listing skips the key `d/` itself
     // (object_store's in-memory store does).
-    match store.store.head(&marker_key(key)).await {
+    let marker = if folder_blobs(store) {
+        // Same blob URL as `key`, already looked at by `stat`.
+        Err(object_store::Error::NotFound {
+            path: key.to_string(),
+            source: "folder blobs have no separate marker".into(),
+        })
+    } else {
+        store.store.head(&marker_key(key)).await
+    };
+    match marker {
         Ok(meta) => {
             return Ok(Some(Entry::dir(
                 name_of(key),
@@ -176,6 +220,17 @@ pub async fn list(
             continue;
         }
         let name = name_of(&meta.location);
+        if meta.size == 0
+            && folder_blobs(store)
+            && !dirs.contains_key(&name)
+            && is_folder_blob(store, &meta.location).await?
+        {
+            dirs.insert(
+                name.clone(),
+                Entry::dir(name, Some(meta.last_modified.into())),
+            );
+            continue;
+        }
         if dirs.contains_key(&name) {
             // A zero-byte object shadowing a directory of the same name is a
             // marker whose slash was stripped: show only the directory.
@@ -206,6 +261,25 @@ pub async fn make(store: &OpenedStore, key: &ObjectPath) -> object_store::Result
                 store: "LocalFileSystem",
                 source: Box::new(e),
             });
+    }
+    if folder_blobs(store) {
+        let mut attributes = object_store::Attributes::new();
+        attributes.insert(
+            object_store::Attribute::Metadata(HDI_ISFOLDER.into()),
+            "true".into(),
+        );
+        store
+            .store
+            .put_opts(
+                key,
+                bytes::Bytes::new().into(),
+                object_store::PutOptions {
+                    attributes,
+                    ..Default::default()
+                },
+            )
+            .await?;
+        return Ok(());
     }
     store
         .store
