@@ -17,4 +17,7 @@ python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob
 import moto, boto3, azure.storage.blob  # noqa: F401
 PY
 
+python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null ||
+  pip install -q helm-python-sdk kubernetes-validate
+
 command -v azurite-blob >/dev/null || npm install -g --silent azurite >/dev/null

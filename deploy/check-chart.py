@@ -46,10 +46,12 @@ try:
     import kubernetes_validate
     import yaml
 except ImportError as err:
-    sys.exit(
+    print(
         f"check-chart: {err}; install the tools with: "
-        "pip install helm-python-sdk kubernetes-validate"
+        "pip install helm-python-sdk kubernetes-validate",
+        file=sys.stderr,
     )
+    sys.exit(2)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "helm" / "bucketftp"

@@ -106,6 +106,14 @@ impl FtpService {
             .drain(self.config.server.shutdown_grace)
             .await;
         tracing::info!(cut, "transfers drained");
+        // A transfer counts as finished when the storage call returns; its
+        // 226/4xx reply is written by libunftp just after. Give sessions a
+        // moment to send those replies (or to end on their own) before
+        // closing them, so a client whose upload was stored hears so.
+        let _ = tokio::time::timeout(REPLY_FLUSH, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
         sessions.abort_all();
     }
 
@@ -189,6 +197,10 @@ impl FtpService {
         builder.build()
     }
 }
+
+/// How long sessions get, after the transfers drained, to send their last
+/// replies before they are closed.
+const REPLY_FLUSH: Duration = Duration::from_secs(1);
 
 /// Caps sessions in total and per client address.
 #[derive(Debug)]

@@ -7,6 +7,9 @@ Usage:
   emulator.py put s3|azure KEY            <- object bytes from stdin
   emulator.py list s3|azure PREFIX        -> one key per line
   emulator.py uploads s3|azure PREFIX     -> in-progress multipart uploads / uncommitted blocks
+  emulator.py sha256 s3|azure KEY         -> hex digest and size of the object
+  emulator.py put-folder azure KEY        -> zero-byte blob with hdi_isfolder=true (ADLS/blobfuse folder)
+  emulator.py meta s3|azure KEY           -> size and user metadata as JSON
 Endpoints come from BUCKETFTP_TEST_* (see .ci/emulators.sh).
 """
 import os
@@ -80,13 +83,35 @@ def main(argv):
             for u in r.get("Uploads", []):
                 print(u["Key"])
         else:
-            # Staged (uncommitted) blocks of blobs that were never committed.
+            # Blobs that exist only as uncommitted blocks (Azure's
+            # in-progress uploads: never visible, dropped after 7 days).
+            committed = {b.name for b in azure().list_blobs(name_starts_with=arg)}
             for b in azure().list_blobs(name_starts_with=arg, include=["uncommittedblobs"]):
-                props = azure().get_blob_client(b.name).get_blob_properties()
-                if props.size == 0 and b.name.endswith("/") is False:
-                    blocks = azure().get_blob_client(b.name).get_block_list("uncommitted")
-                    if blocks[1]:
-                        print(b.name)
+                if b.name not in committed:
+                    print(b.name)
+    elif cmd == "sha256":
+        import hashlib
+        h = hashlib.sha256()
+        size = 0
+        if cloud == "s3":
+            body = s3().get_object(Bucket=s3_bucket(), Key=arg)["Body"]
+            chunks = iter(lambda: body.read(1 << 20), b"")
+        else:
+            chunks = azure().download_blob(arg).chunks()
+        for chunk in chunks:
+            h.update(chunk)
+            size += len(chunk)
+        print(h.hexdigest(), size)
+    elif cmd == "put-folder":
+        azure().upload_blob(arg, b"", overwrite=True, metadata={"hdi_isfolder": "true"})
+    elif cmd == "meta":
+        import json
+        if cloud == "s3":
+            r = s3().head_object(Bucket=s3_bucket(), Key=arg)
+            print(json.dumps({"size": r["ContentLength"], "metadata": r.get("Metadata", {})}))
+        else:
+            p = azure().get_blob_client(arg).get_blob_properties()
+            print(json.dumps({"size": p.size, "metadata": dict(p.metadata or {})}))
     else:
         print(__doc__, file=sys.stderr)
         return 2
