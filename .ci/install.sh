@@ -7,6 +7,9 @@ need_apt=()
 command -v lftp >/dev/null || need_apt+=(lftp)
 command -v busybox >/dev/null || need_apt+=(busybox)
 command -v promtool >/dev/null || need_apt+=(prometheus)
+command -v rclone >/dev/null || need_apt+=(rclone)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v curl >/dev/null || need_apt+=(curl)
 if ((${#need_apt[@]})); then
   echo "installing from Debian: ${need_apt[*]}"
   apt-get update -qq

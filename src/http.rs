@@ -87,8 +87,8 @@ impl Health {
     }
 }
 
-/// One cheap request: HEAD of a key that need not exist. "Not found" proves
-/// the bucket answered with our credentials; anything else is a failure.
+/// One cheap request that proves the bucket exists and takes our
+/// credentials: a listing of a prefix that holds nothing.
 pub async fn probe(store: &OpenedStore) -> Result<(), String> {
     if let StoreKind::Local { fs, .. } = &store.kind {
         let root = fs
@@ -100,11 +100,51 @@ pub async fn probe(store: &OpenedStore) -> Result<(), String> {
             Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
         };
     }
-    let key = store.base.clone().join(".bucketftp-readiness-probe");
-    match tokio::time::timeout(PROBE_TIMEOUT, store.store.head(&key)).await {
+    // A listing, not a HEAD: a HEAD in a bucket that does not exist also
+    // answers 404, which would pass for "key not found" and hide the
+    // missing bucket. Listing a prefix that holds nothing is as cheap.
+    let prefix = store.base.clone().join(".bucketftp-readiness-probe");
+    match tokio::time::timeout(
+        PROBE_TIMEOUT,
+        store.store.list_with_delimiter(Some(&prefix)),
+    )
+    .await
+    {
         Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
-        Ok(Ok(_)) | Ok(Err(object_store::Error::NotFound { .. })) => Ok(()),
-        Ok(Err(e)) => Err(crate::error_chain(&e)),
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(concise_reason(&crate::error_chain(&e))),
+    }
+}
+
+/// One line an operator can act on, from a storage error chain whose HTTP
+/// bodies (S3's and Azure's XML) span lines and repeat at every level:
+/// `NoSuchBucket: The specified bucket does not exist (HTTP 404 Not Found)`.
+pub fn concise_reason(chain: &str) -> String {
+    let between = |open: &str, close: &str| {
+        let start = chain.find(open)? + open.len();
+        let end = chain[start..].find(close)? + start;
+        Some(chain[start..end].trim().to_string())
+    };
+    let status = chain
+        .split("status code: ")
+        .nth(1)
+        .map(|rest| rest.split(':').next().unwrap_or(rest).trim().to_string());
+    let code = between("<Code>", "</Code>");
+    let message = between("<Message>", "</Message>")
+        .map(|m| m.lines().next().unwrap_or("").trim().to_string());
+    match (code, message, status) {
+        (Some(code), Some(message), Some(status)) => {
+            format!("{code}: {message} (HTTP {status})")
+        }
+        (Some(code), _, Some(status)) => format!("{code} (HTTP {status})"),
+        (None, _, Some(status)) => {
+            let first = chain.split(": ").next().unwrap_or(chain);
+            format!("{first} (HTTP {status})")
+        }
+        _ => {
+            let flat: String = chain.split_whitespace().collect::<Vec<_>>().join(" ");
+            flat.chars().take(300).collect()
+        }
     }
 }
 
@@ -155,5 +195,28 @@ async fn readyz(State(health): State<Arc<Health>>) -> impl IntoResponse {
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not ready: {why}\n"),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_become_one_actionable_line() {
+        let s3 = "Generic S3 error: Error performing list request: Server returned non-2xx status code: 404 Not Found: <?xml version=\"1.0\"?>\n<Error><Code>NoSuchBucket</Code><Message>The specified bucket does not exist</Message></Error>: again";
+        assert_eq!(
+            concise_reason(s3),
+            "NoSuchBucket: The specified bucket does not exist (HTTP 404 Not Found)"
+        );
+        let azure = "Generic MicrosoftAzure error: Server returned non-2xx status code: 403 Forbidden: <?xml?><Error><Code>AuthorizationFailure</Code><Message>Server failed to authenticate the request.\nRequestId:x</Message></Error>";
+        assert_eq!(
+            concise_reason(azure),
+            "AuthorizationFailure: Server failed to authenticate the request. (HTTP 403 Forbidden)"
+        );
+        assert_eq!(
+            concise_reason("connection refused\n  by peer"),
+            "connection refused by peer"
+        );
     }
 }

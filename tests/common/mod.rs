@@ -482,6 +482,11 @@ impl Process {
     /// Starts the binary with `--user alice:PASSWORD`, the given storage URL
     /// and extra environment (`BUCKETFTP__…`); waits until FTP answers.
     pub async fn start(storage: &str, env: &[(&str, &str)]) -> Process {
+        Self::start_with(storage, &[], env).await
+    }
+
+    /// Like [`Process::start`] with extra command-line arguments.
+    pub async fn start_with(storage: &str, args: &[String], env: &[(&str, &str)]) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("bucketftp.log");
         let ftp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -492,6 +497,7 @@ impl Process {
             .args(["--storage", &storage])
             .args(["--user", &format!("alice:{PASSWORD}")])
             .args(["--passive-ports", "40000-49999"])
+            .args(args)
             .env_remove("BUCKETFTP_CONFIG")
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log file"))

@@ -1,0 +1,149 @@
+"""Benchmarks bucketftp against its peers and the ceiling (run through
+bench/run.sh, which installs and builds what this drives).
+
+    bench.py [--quick] [--rounds N] [local] [s3] [gcs] [list] [memory]
+
+Each scenario runs its contenders alternately, round after round, and the
+table shows medians with ratios to the peers measured in the same run.
+"""
+
+import argparse
+import datetime
+import os
+import shutil
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from harness.context import Context  # noqa: E402
+from harness.results import (  # noqa: E402
+    memory_target,
+    ratio_target,
+    report_targets,
+    time_ratio_target,
+)
+from harness.scenarios import gcs, listing, local, memory, s3  # noqa: E402
+
+SCENARIOS = {"local": local, "s3": s3, "gcs": gcs, "list": listing, "memory": memory}
+
+
+def targets(ctx):
+    sz = ctx.sizes
+    big = f"{sz['big'] // 2**20} MiB" if sz["big"] < 2**30 else f"{sz['big'] // 2**30} GiB"
+    small = f"{sz['small_count']} × {sz['small_size'] // 1024} KiB, {sz['sessions']} sessions"
+    n_up, n_idle = sz["mem_uploads"], sz["idle"]
+    mem_measure = f"peak RSS, {n_up} concurrent {sz['mem_size'] // 2**20} MiB STOR ({ctx.memory_store})"
+    out = []
+    for m in (f"STOR {big}", f"RETR {big}", f"STOR {small}", f"RETR {small}"):
+        out.append(ratio_target(f"local {m} ≥ 0.9× vsftpd", "local", m, "vsftpd", 0.9))
+    for m in (f"STOR {big}", f"RETR {big}"):
+        out.append(ratio_target(f"s3 {m} ≥ 0.9× boto3 direct", "s3", m, "boto3 direct", 0.9))
+    out.append(ratio_target(f"s3 STOR {big} ≥ 1× rclone serve ftp", "s3", f"STOR {big}", "rclone serve ftp", 1.0))
+    out.append(ratio_target(f"s3 RETR {big} ≥ 2× rclone serve ftp", "s3", f"RETR {big}", "rclone serve ftp", 2.0))
+    out.append(
+        memory_target(
+            f"peak RSS, {n_up} concurrent uploads ≤ {n_up} × 2 parts + 50 MiB",
+            "memory",
+            mem_measure,
+            lambda _res: memory.upload_limit_mib(ctx),
+        )
+    )
+    out.append(
+        memory_target(
+            f"RSS with {n_idle} idle sessions ≤ 100 MiB", "memory", f"RSS with {n_idle} idle sessions", lambda _r: 100
+        )
+    )
+    out.append(
+        time_ratio_target(
+            f"LIST {sz['list_count']:,} ≤ 1.5× the direct listing",
+            "list",
+            f"LIST {sz['list_count']:,} objects",
+            "boto3 direct",
+            1.5,
+        )
+    )
+    return out
+
+
+def machine():
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} CPU ({cpu}), {mem:.0f} GiB RAM, load average {os.getloadavg()[0]:.1f} at start"
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                   help=f"any of {', '.join(SCENARIOS)} (default: all)")
+    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--rounds", type=int, default=3, help="rounds per measure (default 3)")
+    p.add_argument("--memory-store", choices=["s3", "file"], default="s3",
+                   help="where the concurrent uploads of the memory scenario go (default s3)")
+    p.add_argument("--workdir", help="scratch directory (default: a new one under $TMPDIR, removed at the end)")
+    p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
+                   help="where to write the table and the raw samples")
+    args = p.parse_args()
+    unknown = [s for s in args.scenarios if s not in SCENARIOS]
+    if unknown:
+        p.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    chosen = args.scenarios or list(SCENARIOS)
+    tools = {
+        "bucketftp": os.environ.get("BUCKETFTP_BIN", "target/release/bucketftp"),
+        "s3s_fs": os.environ.get("S3S_FS_BIN", "s3s-fs"),
+        "rclone": os.environ.get("RCLONE_BIN", "rclone"),
+    }
+    own_workdir = args.workdir is None
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="bucketftp-bench-", dir=os.environ.get("BENCH_TMP"))
+    ctx = Context(args, tools)
+    ctx.memory_store = args.memory_store
+    ctx.results.config["machine"] = machine()
+    ctx.results.config["scenarios"] = chosen
+    failures = []
+    try:
+        for name in chosen:
+            ctx.log(f"== scenario {name}")
+            try:
+                SCENARIOS[name].run(ctx)
+            except Exception as e:  # keep the other scenarios' figures
+                failures.append(f"{name}: {e}")
+                ctx.log(f"scenario {name} FAILED: {e}")
+    finally:
+        if own_workdir and not failures:
+            shutil.rmtree(args.workdir, ignore_errors=True)
+        elif failures:
+            ctx.log(f"kept {args.workdir} (server logs: *.log) for the failures below")
+
+    mode = "quick" if args.quick else "full"
+    report = [
+        f"bucketftp benchmark ({mode}, {args.rounds} rounds, medians), {datetime.datetime.now():%Y-%m-%d %H:%M}",
+        f"machine: {ctx.results.config['machine']}",
+        "",
+        ctx.results.table(),
+        "",
+        "Targets" + (" (quick mode: sizes are smaller than the targets are stated for)" if args.quick else ""),
+        "",
+        report_targets(ctx.results, targets(ctx)),
+    ]
+    if ctx.results.notes:
+        report += ["", "Notes:"] + [f"- {n}" for n in ctx.results.notes]
+    if failures:
+        report += ["", "FAILED scenarios:"] + [f"- {f}" for f in failures]
+    text = "\n".join(report)
+    print(text)
+    os.makedirs(args.results, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(args.results, f"{stamp}-{mode}.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(args.results, f"{stamp}-{mode}.json"), "w") as f:
+        f.write(ctx.results.to_json() + "\n")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

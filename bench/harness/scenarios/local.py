@@ -1,0 +1,80 @@
+"""Scenario 1: local disk. bucketftp on file:// against vsftpd serving the
+same disk, plus the loopback TCP ceiling.
+
+Rounds alternate the contenders (bucketftp, vsftpd, ceiling, bucketftp, …)
+for each measure. The RETR source is a hard link to the same page-cached
+file for everyone; STOR targets are new names, removed (and synced) between
+rounds.
+"""
+
+import os
+import shutil
+
+from .. import ftp_clients, servers, tcp_ceiling
+from ..procs import MIB, Sampler
+
+SCENARIO = "local"
+
+
+def run(ctx):
+    size = ctx.sizes["big"]
+    src = ctx.source(size)
+    bftp_root = ctx.fresh_dir("local", "bucketftp")
+    vs_root = ctx.fresh_dir("local", "vsftpd")
+    ceiling_dir = ctx.fresh_dir("local", "ceiling")
+    bftp = servers.start_bucketftp(ctx.tools["bucketftp"], f"file://{bftp_root}", {}, ctx.workdir)
+    vsftpd = servers.start_vsftpd(vs_root, ctx.workdir)
+    try:
+        vs_pub = os.path.join(vs_root, "pub")
+        # (endpoint, directory on disk behind the endpoint's working dir,
+        #  process whose memory is the server's; vsftpd forks per session)
+        contenders = [(bftp, bftp_root, bftp.server), (vsftpd, vs_pub, None)]
+        for _, disk_dir, _ in contenders:
+            os.link(src, os.path.join(disk_dir, "seed.bin"))
+        big = f"{size // MIB} MiB" if size < 1024 * MIB else f"{size // (1024 * MIB)} GiB"
+        res = ctx.results
+        for r in ctx.rounds_range():
+            ctx.log(f"local round {r + 1}/{ctx.rounds}: STOR {big}")
+            for ep, disk_dir, proc in contenders:
+                ctx.settle()
+                with Sampler(proc) as s:
+                    t = ftp_clients.curl_stor(ep.url(f"stor-{r}.bin"), src, size)
+                res.add(SCENARIO, f"STOR {big}", ep.name, size / MIB / t, "MiB/s",
+                        peak_mib=s.peak_mib, cpu_s=s.cpu_s)
+                os.remove(os.path.join(disk_dir, f"stor-{r}.bin"))
+            ctx.settle()
+            dest = os.path.join(ceiling_dir, "copy.bin")
+            t = tcp_ceiling.upload(src, dest)
+            os.remove(dest)
+            res.add(SCENARIO, f"STOR {big}", "TCP ceiling", size / MIB / t, "MiB/s")
+
+            ctx.log(f"local round {r + 1}/{ctx.rounds}: RETR {big}")
+            for ep, _, proc in contenders:
+                ctx.settle()
+                with Sampler(proc) as s:
+                    t = ftp_clients.curl_retr(ep.url("seed.bin"), size)
+                res.add(SCENARIO, f"RETR {big}", ep.name, size / MIB / t, "MiB/s",
+                        peak_mib=s.peak_mib, cpu_s=s.cpu_s)
+            ctx.settle()
+            t = tcp_ceiling.download(src)
+            res.add(SCENARIO, f"RETR {big}", "TCP ceiling", size / MIB / t, "MiB/s")
+
+            count, fsize, sessions = ctx.sizes["small_count"], ctx.sizes["small_size"], ctx.sizes["sessions"]
+            label = f"{count} × {fsize // 1024} KiB, {sessions} sessions"
+            ctx.log(f"local round {r + 1}/{ctx.rounds}: {label}")
+            for direction in ("stor", "retr"):
+                for ep, disk_dir, proc in contenders:
+                    d = f"small-{r}"
+                    if direction == "stor":
+                        ftp_clients.ftp_mkdir(ep, d)
+                    ctx.settle()
+                    with Sampler(proc) as s:
+                        t = ftp_clients.many_files(ep, d, count, fsize, sessions, direction)
+                    res.add(SCENARIO, f"{direction.upper()} {label}", ep.name, count / t, "files/s",
+                            peak_mib=s.peak_mib, cpu_s=s.cpu_s)
+            for _, disk_dir, _ in contenders:
+                shutil.rmtree(os.path.join(disk_dir, f"small-{r}"))
+    finally:
+        bftp.server.stop()
+        vsftpd.server.stop()
+        shutil.rmtree(os.path.join(ctx.workdir, "local"), ignore_errors=True)

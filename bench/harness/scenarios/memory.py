@@ -1,0 +1,127 @@
+"""Scenario 5: memory. Peak RSS of bucketftp during many concurrent large
+uploads (curl processes, on s3s-fs or file://), and its RSS while holding
+many idle logged-in sessions. A fresh bucketftp per round, so that every
+round starts from the same state.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+
+from .. import ftp_clients, servers
+from ..context import PART_SIZE
+from ..procs import MIB, Sampler
+
+SCENARIO = "memory"
+BUCKET = "memory"
+
+
+def run(ctx):
+    uploads(ctx)
+    idle(ctx)
+
+
+def uploads(ctx):
+    n, size = ctx.sizes["mem_uploads"], ctx.sizes["mem_size"]
+    src = ctx.source(size)
+    store = ctx.memory_store
+    measure = f"peak RSS, {n} concurrent {size // MIB} MiB STOR ({store})"
+    res = ctx.results
+    data = ctx.fresh_dir("memory", "data")
+    emu = None
+    if store == "s3":
+        emu = servers.start_s3s_fs(ctx.tools["s3s_fs"], data, ctx.workdir, [BUCKET])
+    try:
+        for r in ctx.rounds_range():
+            ctx.log(f"memory round {r + 1}/{ctx.rounds}: {n} concurrent uploads of {size // MIB} MiB")
+            if emu is not None:
+                url, opts = f"s3://{BUCKET}/up", servers.s3_options(emu.endpoint)
+                landing = os.path.join(data, BUCKET, "up")
+            else:
+                landing = os.path.join(data, "up")
+                url, opts = f"file://{landing}", {}
+            bftp = servers.start_bucketftp(ctx.tools["bucketftp"], url, opts, ctx.workdir, name="bucketftp-memory")
+            try:
+                at_rest = bftp.server.rss_mib()
+                ctx.settle()
+                with Sampler(bftp.server) as s:
+                    began = time.perf_counter()
+                    curls = [
+                        subprocess.Popen(
+                            ["curl", "-sS", "--fail", "-T", src, bftp.url(f"u{i:03d}.bin")],
+                            stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                        )
+                        for i in range(n)
+                    ]
+                    failed = [c.stderr.read().decode() for c in curls if c.wait() != 0]
+                    elapsed = time.perf_counter() - began
+                if failed:
+                    raise RuntimeError(f"{len(failed)} of {n} uploads failed, first: {failed[0]}")
+                for i in range(n):
+                    got = os.path.getsize(os.path.join(landing, f"u{i:03d}.bin"))
+                    if got != size:
+                        raise RuntimeError(f"u{i:03d}.bin: {got} bytes, expected {size}")
+                res.add(SCENARIO, measure, "bucketftp", s.peak_mib, "MiB", higher_is_better=False,
+                        peak_mib=s.peak_mib, cpu_s=s.cpu_s)
+                res.add(SCENARIO, f"aggregate throughput, {n} concurrent STOR ({store})", "bucketftp",
+                        n * size / MIB / elapsed, "MiB/s", cpu_s=s.cpu_s)
+                if r == 0:
+                    res.note(f"memory: bucketftp RSS at rest before the concurrent uploads: {at_rest:.0f} MiB")
+            finally:
+                bftp.server.stop()
+            shutil.rmtree(landing, ignore_errors=True)
+            for p in os.listdir(data):
+                if p.startswith("."):
+                    os.remove(os.path.join(data, p))
+    finally:
+        if emu is not None:
+            emu.stop()
+        shutil.rmtree(os.path.join(ctx.workdir, "memory"), ignore_errors=True)
+
+
+def idle(ctx):
+    n = ctx.sizes["idle"]
+    res = ctx.results
+    root = ctx.fresh_dir("idle")
+    env = {
+        "BUCKETFTP__SERVER__MAX_SESSIONS": str(2 * n),
+        "BUCKETFTP__SERVER__MAX_SESSIONS_PER_IP": str(2 * n),
+    }
+    try:
+        for r in ctx.rounds_range():
+            ctx.log(f"memory round {r + 1}/{ctx.rounds}: {n} idle sessions")
+            bftp = servers.start_bucketftp(ctx.tools["bucketftp"], f"file://{root}", {}, ctx.workdir,
+                                           name="bucketftp-idle", env=env)
+            try:
+                at_rest = bftp.server.rss_mib()
+                cpu0 = bftp.server.cpu()
+                began = time.perf_counter()
+                sessions = ftp_clients.IdleSessions(bftp, n)
+                logins = time.perf_counter() - began
+                try:
+                    time.sleep(2)
+                    sessions.check_alive()
+                    held = bftp.server.rss_mib()
+                    res.add(SCENARIO, f"RSS with {n} idle sessions", "bucketftp", held, "MiB",
+                            higher_is_better=False, peak_mib=bftp.server.peak_mib(),
+                            cpu_s=bftp.server.cpu() - cpu0)
+                    res.add(SCENARIO, f"logins of {n} sessions (8 at a time)", "bucketftp", n / logins,
+                            "logins/s")
+                    if r == 0:
+                        res.note(
+                            f"memory: bucketftp RSS at rest {at_rest:.0f} MiB, with {n} idle sessions "
+                            f"{held:.0f} MiB: {(held - at_rest) * 1024 / n:.0f} KiB per session"
+                        )
+                finally:
+                    sessions.close()
+            finally:
+                bftp.server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def upload_limit_mib(ctx):
+    """The issue's bound: two parts per upload plus 50 MiB."""
+    return ctx.sizes["mem_uploads"] * 2 * PART_SIZE / MIB + 50

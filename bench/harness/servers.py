@@ -1,0 +1,178 @@
+"""The servers under test and the emulator, each started on free loopback
+ports with its own passive range, data directory and log file."""
+
+import os
+import pwd
+import shutil
+from urllib.parse import quote
+
+from .procs import Server, free_port
+
+USER = "bench"
+PASSWORD = "bench-password"
+
+# Disjoint passive ranges so that two servers never race for a port.
+PASSIVE = {
+    "bucketftp": (40000, 40999),
+    "vsftpd": (41000, 41999),
+    "rclone": (42000, 42999),
+}
+
+S3_ACCESS_KEY = "test"
+S3_SECRET_KEY = "testtest"
+S3_REGION = "us-east-1"
+
+
+class FtpEndpoint:
+    """How a client reaches an FTP server."""
+
+    def __init__(self, name, server, user, password, root_path="/"):
+        self.name = name
+        self.server = server
+        self.host = "127.0.0.1"
+        self.port = server.port
+        self.user = user
+        self.password = password
+        # The directory (in FTP paths) the benchmark works in.
+        self.root_path = root_path
+
+    def url(self, path):
+        path = self.root_path.rstrip("/") + "/" + path.lstrip("/")
+        return f"ftp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}{path}"
+
+
+def start_bucketftp(binary, storage_url, options, workdir, name="bucketftp", env=None):
+    """bucketftp with one full-access user; `options` are --storage-option pairs."""
+    port = free_port()
+    low, high = PASSIVE["bucketftp"]
+    argv = [
+        binary,
+        "--listen", f"127.0.0.1:{port}",
+        "--http", "off",
+        "--storage", storage_url,
+        "--user", f"{USER}:{PASSWORD}",
+        "--passive-ports", f"{low}-{high}",
+    ]
+    for key, value in options.items():
+        argv += ["--storage-option", f"{key}={value}"]
+    server = Server(name, argv, os.path.join(workdir, f"{name}.log"), env=env, port=port)
+    return FtpEndpoint(name, server, USER, PASSWORD)
+
+
+def s3_options(endpoint):
+    """bucketftp's object_store options for the local emulator."""
+    return {
+        "aws_endpoint": endpoint,
+        "aws_allow_http": "true",
+        "aws_access_key_id": S3_ACCESS_KEY,
+        "aws_secret_access_key": S3_SECRET_KEY,
+        "aws_region": S3_REGION,
+        "aws_virtual_hosted_style_request": "false",
+    }
+
+
+def start_vsftpd(root, workdir):
+    """vsftpd as a stand-alone listener serving `root`/pub to anonymous users
+    who may upload (the Debian package does not start it here).
+
+    vsftpd chroots anonymous users and refuses a chroot the ftp user can
+    write to, so `root` stays root-owned and uploads go to `root`/pub.
+    """
+    binary = shutil.which("vsftpd") or "/usr/sbin/vsftpd"
+    ftp_user = pwd.getpwnam("ftp")
+    os.makedirs(root, exist_ok=True)
+    os.chmod(root, 0o755)
+    pub = os.path.join(root, "pub")
+    os.makedirs(pub, exist_ok=True)
+    os.chown(pub, ftp_user.pw_uid, ftp_user.pw_gid)
+    empty = os.path.join(workdir, "vsftpd-empty")
+    os.makedirs(empty, exist_ok=True)
+    os.chmod(empty, 0o755)
+    port = free_port()
+    low, high = PASSIVE["vsftpd"]
+    conf = os.path.join(workdir, "vsftpd.conf")
+    with open(conf, "w") as f:
+        f.write(
+            "\n".join(
+                [
+                    "listen=YES",
+                    "listen_ipv6=NO",
+                    "listen_address=127.0.0.1",
+                    f"listen_port={port}",
+                    "background=NO",
+                    "seccomp_sandbox=NO",
+                    f"secure_chroot_dir={empty}",
+                    "local_enable=NO",
+                    "anonymous_enable=YES",
+                    "no_anon_password=YES",
+                    f"anon_root={root}",
+                    "write_enable=YES",
+                    "anon_upload_enable=YES",
+                    "anon_mkdir_write_enable=YES",
+                    "anon_other_write_enable=YES",
+                    "anon_world_readable_only=NO",
+                    "anon_umask=022",
+                    "pasv_enable=YES",
+                    f"pasv_min_port={low}",
+                    f"pasv_max_port={high}",
+                    "connect_from_port_20=NO",
+                    "max_clients=0",
+                    "max_per_ip=0",
+                    "xferlog_enable=NO",
+                    "dirmessage_enable=NO",
+                    "use_localtime=YES",
+                    "idle_session_timeout=600",
+                    "",
+                ]
+            )
+        )
+    server = Server("vsftpd", [binary, conf], os.path.join(workdir, "vsftpd.log"), port=port)
+    return FtpEndpoint("vsftpd", server, "anonymous", "bench", root_path="/pub")
+
+
+def start_s3s_fs(binary, data_dir, workdir, buckets):
+    """The s3s-fs emulator; a bucket is a directory under `data_dir`."""
+    os.makedirs(data_dir, exist_ok=True)
+    for bucket in buckets:
+        os.makedirs(os.path.join(data_dir, bucket), exist_ok=True)
+    port = free_port()
+    argv = [
+        binary,
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--access-key", S3_ACCESS_KEY,
+        "--secret-key", S3_SECRET_KEY,
+        data_dir,
+    ]
+    server = Server("s3s-fs", argv, os.path.join(workdir, "s3s-fs.log"), port=port)
+    server.endpoint = f"http://127.0.0.1:{port}"
+    server.data_dir = data_dir
+    return server
+
+
+def start_rclone_ftp(binary, s3_endpoint, remote_path, workdir):
+    """`rclone serve ftp` over an S3 remote on the emulator, defaults otherwise
+    (VFS cache off: uploads stream to S3 multipart, downloads stream)."""
+    port = free_port()
+    low, high = PASSIVE["rclone"]
+    config = os.path.join(workdir, "rclone.conf")
+    open(config, "a").close()
+    env = {
+        "RCLONE_CONFIG": config,
+        "RCLONE_CONFIG_EMU_TYPE": "s3",
+        "RCLONE_CONFIG_EMU_PROVIDER": "Other",
+        "RCLONE_CONFIG_EMU_ENDPOINT": s3_endpoint,
+        "RCLONE_CONFIG_EMU_ACCESS_KEY_ID": S3_ACCESS_KEY,
+        "RCLONE_CONFIG_EMU_SECRET_ACCESS_KEY": S3_SECRET_KEY,
+        "RCLONE_CONFIG_EMU_REGION": S3_REGION,
+        "RCLONE_CONFIG_EMU_FORCE_PATH_STYLE": "true",
+    }
+    argv = [
+        binary, "serve", "ftp", f"emu:{remote_path}",
+        "--addr", f"127.0.0.1:{port}",
+        "--user", USER,
+        "--pass", PASSWORD,
+        "--passive-port", f"{low}-{high}",
+    ]
+    server = Server("rclone", argv, os.path.join(workdir, "rclone.log"), env=env, port=port)
+    return FtpEndpoint("rclone serve ftp", server, USER, PASSWORD)
