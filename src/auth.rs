@@ -155,6 +155,9 @@ pub struct Account {
     pub allowed_networks: Vec<IpNet>,
     /// Refuse the login unless the control channel is TLS.
     pub tls_required: bool,
+    /// Set when the account's files go through the `unftp-sbe-gcs` engine
+    /// (rooted at the account's home) instead of object_store.
+    pub gcs_engine: Option<Arc<unftp_sbe_gcs::CloudStorage>>,
 }
 
 impl fmt::Debug for Account {

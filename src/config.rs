@@ -173,6 +173,8 @@ pub struct RawStorage {
     pub upload_concurrency: usize,
     /// Most objects one directory rename may move.
     pub rename_limit: usize,
+    /// Storage engine: object_store (every scheme) or unftp-sbe-gcs (gs:// only).
+    pub engine: String,
 }
 
 impl Default for RawStorage {
@@ -183,6 +185,7 @@ impl Default for RawStorage {
             part_size: DEFAULT_PART_SIZE.into(),
             upload_concurrency: 2,
             rename_limit: 10_000,
+            engine: "object_store".into(),
         }
     }
 }
@@ -353,6 +356,18 @@ pub struct StorageConfig {
     pub upload_concurrency: usize,
     /// Most objects one directory rename may move.
     pub rename_limit: usize,
+    /// Storage engine: object_store (every scheme) or unftp-sbe-gcs (gs:// only).
+    pub engine: StorageEngine,
+}
+
+/// Which code talks to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageEngine {
+    /// Apache object_store: every scheme, every FTP operation.
+    ObjectStore,
+    /// libunftp's `unftp-sbe-gcs` crate (GCS JSON API): no rename, no
+    /// REST/APPE; for operators coming from unFTP.
+    UnftpSbeGcs,
 }
 
 /// `[tls]`, validated.
@@ -567,7 +582,25 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         part_size: parse_part_size(&raw.storage.part_size)?,
         upload_concurrency: positive("storage.upload_concurrency", raw.storage.upload_concurrency)?,
         rename_limit: positive("storage.rename_limit", raw.storage.rename_limit)?,
+        engine: match raw.storage.engine.as_str() {
+            "object_store" => StorageEngine::ObjectStore,
+            "unftp-sbe-gcs" => StorageEngine::UnftpSbeGcs,
+            other => {
+                return Err(invalid(
+                    "storage.engine",
+                    other,
+                    "expected \"object_store\" or \"unftp-sbe-gcs\"",
+                ))
+            }
+        },
     };
+    if storage.engine == StorageEngine::UnftpSbeGcs && storage.url.scheme() != "gs" {
+        return Err(invalid(
+            "storage.engine",
+            "unftp-sbe-gcs",
+            format!("only serves gs:// storage, not {}://", storage.url.scheme()),
+        ));
+    }
     let tls = match &raw.tls {
         None => None,
         Some(t) => Some(TlsConfig {

@@ -12,7 +12,6 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

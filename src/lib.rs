@@ -74,6 +74,9 @@ pub enum RunError {
         #[source]
         source: paths::PathError,
     },
+    /// The unftp-sbe-gcs engine could not be configured.
+    #[error("storage.engine unftp-sbe-gcs: {0}")]
+    Engine(String),
     /// Hashing failed (no OS randomness).
     #[error("cannot prepare password verification: {0}")]
     Hash(String),
@@ -135,6 +138,17 @@ pub fn build_accounts(
         })
     };
     let default_store = open(&config.storage.url, &config.storage.options)?;
+    let sbe_gcs = match config.storage.engine {
+        config::StorageEngine::ObjectStore => None,
+        config::StorageEngine::UnftpSbeGcs => Some(
+            backend::sbe_gcs::SbeGcsConfig::from_options(
+                config.storage.url.host_str().unwrap_or_default(),
+                &config.storage.options,
+                env,
+            )
+            .map_err(|e| RunError::Engine(error_chain(&e)))?,
+        ),
+    };
     let mut stores = vec![default_store.clone()];
     let mut users = Vec::new();
     for user in &config.users {
@@ -154,30 +168,39 @@ pub fn build_accounts(
             name: user.name.clone(),
             password_hash: Some(user.password_hash.clone()),
             store,
-            jail,
             permissions: user.permissions,
             enabled: user.enabled,
             allowed_networks: user.allowed_networks.clone(),
             tls_required: user.tls_required,
+            gcs_engine: match (&user.storage, &sbe_gcs) {
+                (None, Some(engine)) => Some(engine.storage_for(jail.root().as_ref())),
+                _ => None,
+            },
+            jail,
         });
     }
     let anonymous = match &config.auth.anonymous {
         None => None,
-        Some(anon) => Some(Account {
-            name: "anonymous".into(),
-            password_hash: None,
-            store: default_store.clone(),
-            jail: Account::jail_for(&default_store, &anon.home).map_err(|source| {
-                RunError::Home {
+        Some(anon) => {
+            let jail =
+                Account::jail_for(&default_store, &anon.home).map_err(|source| RunError::Home {
                     user: "anonymous".into(),
                     source,
-                }
-            })?,
-            permissions: anon.permissions,
-            enabled: true,
-            allowed_networks: Vec::new(),
-            tls_required: false,
-        }),
+                })?;
+            Some(Account {
+                name: "anonymous".into(),
+                password_hash: None,
+                store: default_store.clone(),
+                gcs_engine: sbe_gcs
+                    .as_ref()
+                    .map(|e| e.storage_for(jail.root().as_ref())),
+                jail,
+                permissions: anon.permissions,
+                enabled: true,
+                allowed_networks: Vec::new(),
+                tls_required: false,
+            })
+        }
     };
     let lockout = Lockout::new(config.auth.lockout_attempts, config.auth.lockout_period);
     let accounts =

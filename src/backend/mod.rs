@@ -18,12 +18,14 @@
 mod directories;
 pub mod download;
 pub mod reply_codes;
+pub mod sbe_gcs;
 pub mod upload;
 
 use crate::auth::{Permission, SessionUser};
 use crate::transfers::{Direction, SessionContext, TransferRefused, Transfers};
 use async_trait::async_trait;
 use directories::{Entry, EntryKind};
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
 use reply_codes::{path_error, storage_error};
@@ -275,6 +277,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         user: &SessionUser,
         path: P,
     ) -> StorageResult<ObjectMetadata> {
+        if let Some(gcs) = &user.account.gcs_engine {
+            return sbe_gcs::ops::metadata(gcs, user, path.as_ref()).await;
+        }
         let key = self.key(user, path.as_ref())?;
         let account = &user.account;
         match directories::stat(&account.store, account.jail.root(), &key).await {
@@ -296,6 +301,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::List)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                return sbe_gcs::ops::list(gcs, user, path.as_ref()).await;
+            }
             let key = self.key(user, path.as_ref())?;
             let account = &user.account;
             let entries = directories::list(&account.store, account.jail.root(), &key)
@@ -327,6 +335,21 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Read)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                let reader = sbe_gcs::ops::get(gcs, user, path.as_ref(), start_pos).await?;
+                let guard = self.begin(Direction::Download)?;
+                let stream = tokio_util::io::ReaderStream::new(reader)
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "unftp-sbe-gcs",
+                        source: Box::new(e),
+                    })
+                    .boxed();
+                return Ok(download::reader(
+                    stream,
+                    guard,
+                    self.finish_download(user, &path, started),
+                ));
+            }
             let key = self.key(user, path.as_ref())?;
             let store = &user.account.store.store;
             if start_pos > 0 {
@@ -381,6 +404,22 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Write)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                let guard = self.begin(Direction::Upload)?;
+                let input = sbe_gcs::GuardedInput::new(
+                    input,
+                    self.session.clone(),
+                    guard,
+                    self.settings.upload.idle_timeout,
+                );
+                let received = sbe_gcs::ops::put(gcs, user, input, path.as_ref(), start_pos).await;
+                crate::metrics::upload_finished(
+                    received.is_ok(),
+                    started.elapsed(),
+                    *received.as_ref().unwrap_or(&0),
+                );
+                return received;
+            }
             let key = self.key(user, path.as_ref())?;
             if &key == user.account.jail.root() {
                 return Err(StorageError::new(
@@ -444,6 +483,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Delete)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                return sbe_gcs::ops::del(gcs, user, path.as_ref()).await;
+            }
             let key = self.key(user, path.as_ref())?;
             let store = &user.account.store.store;
             // S3 answers a delete of a missing key with success; DELE of a
@@ -472,6 +514,10 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Mkdir)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                return sbe_gcs::ops::mkd(gcs, user, path.as_ref(), self.settings.mkd_existing_ok)
+                    .await;
+            }
             let key = self.key(user, path.as_ref())?;
             let account = &user.account;
             match directories::stat(&account.store, account.jail.root(), &key)
@@ -517,6 +563,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Rename)?;
+            if user.account.gcs_engine.is_some() {
+                return Err(sbe_gcs::unsupported("rename"));
+            }
             let from_key = self.key(user, from.as_ref())?;
             let to_key = self.key(user, to.as_ref())?;
             let account = &user.account;
@@ -579,6 +628,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Delete)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                return sbe_gcs::ops::rmd(gcs, user, path.as_ref()).await;
+            }
             let key = self.key(user, path.as_ref())?;
             let account = &user.account;
             if &key == account.jail.root() {
@@ -606,6 +658,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         user: &SessionUser,
         path: P,
     ) -> StorageResult<()> {
+        if let Some(gcs) = &user.account.gcs_engine {
+            return sbe_gcs::ops::cwd(gcs, user, path.as_ref()).await;
+        }
         if path
             .as_ref()
             .to_str()

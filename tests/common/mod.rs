@@ -38,8 +38,11 @@ pub enum Backend {
     S3,
     /// `az://` on the emulator named by `BUCKETFTP_TEST_AZURE_ENDPOINT`.
     Azure,
-    /// `gs://` on the emulator named by `BUCKETFTP_TEST_GCS_ENDPOINT`.
+    /// `gs://` on the emulator named by `BUCKETFTP_TEST_GCS_ENDPOINT`,
+    /// through object_store.
     Gcs,
+    /// The same, through the `unftp-sbe-gcs` engine.
+    GcsSbe,
 }
 
 /// A PBKDF2 hash with few rounds: fast tests, same verification path.
@@ -102,7 +105,7 @@ pub fn storage_for(
             options.insert("azure_storage_use_emulator".into(), "true".into());
             format!("az://{container}/{}", unique_prefix(tag))
         }
-        Backend::Gcs => {
+        Backend::Gcs | Backend::GcsSbe => {
             let endpoint = required_env("BUCKETFTP_TEST_GCS_ENDPOINT")?;
             let bucket = env("BUCKETFTP_TEST_GCS_BUCKET").unwrap_or_else(|| "bucketftp".into());
             let key = dir.join("gcs-service-account.json");
@@ -213,6 +216,10 @@ impl Gateway {
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).expect("root dir");
         let (url, options) = storage_for(backend, &root, "gw")?;
+        let mut opts = opts;
+        if backend == Backend::GcsSbe {
+            opts.storage_extra.push_str("engine = \"unftp-sbe-gcs\"\n");
+        }
         let mut text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\npassive_ports = \"20000-29999\"\nidle_timeout = \"60s\"\nshutdown_grace = \"5s\"\n{}\n[http]\nlisten = \"off\"\n[storage]\nurl = {:?}\n{}\n",
             opts.server_extra, url, opts.storage_extra
@@ -332,6 +339,10 @@ impl Gateway {
         let mut key = self.key(path);
         if path.ends_with('/') {
             key = key.join("");
+        }
+        if matches!(self.backend, Backend::Gcs | Backend::GcsSbe) {
+            // fake-gcs-server takes writes through the JSON API only.
+            return gcs_json_upload(key.as_ref(), data);
         }
         self.store
             .store
@@ -569,4 +580,33 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// Uploads an object through the GCS JSON API of the emulator (what
+/// `gsutil` and the console use), with curl.
+pub fn gcs_json_upload(key: &str, data: &[u8]) {
+    use std::io::Write;
+    let endpoint = std::env::var("BUCKETFTP_TEST_GCS_ENDPOINT").expect("gcs endpoint");
+    let bucket = std::env::var("BUCKETFTP_TEST_GCS_BUCKET").unwrap_or_else(|_| "bucketftp".into());
+    let name: String =
+        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).collect();
+    let mut child = std::process::Command::new("curl")
+        .args(["-sSf", "-X", "POST", "--data-binary", "@-"])
+        .arg(format!(
+            "{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"
+        ))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("curl");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(data)
+        .expect("write");
+    assert!(
+        child.wait().expect("curl").success(),
+        "GCS JSON upload of {key}"
+    );
 }
