@@ -193,6 +193,31 @@ impl SessionContext {
         Self::new(SocketAddr::from(([127, 0, 0, 1], 0)), None)
     }
 
+    /// Takes the urgent ("out-of-band") byte from the control connection,
+    /// if one arrived; true when there was one.
+    ///
+    /// RFC 959 has clients abort a transfer by sending the Telnet Synch
+    /// (urgent data) with ABOR, as Python's `ftplib.abort()` and lftp do.
+    /// libunftp does not stop a running upload for ABOR, and the data
+    /// connection then closes as it would at the end of the file, so the
+    /// urgent byte is what tells an aborted upload from a complete one.
+    /// Uploads call this once when they start (dropping a stale mark from an
+    /// earlier command) and once at the end of the data.
+    pub fn take_urgent(&self) -> bool {
+        let Some(socket) = &self.control else {
+            return false;
+        };
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(socket).recv_out_of_band(&mut byte) {
+            Ok(n) => n > 0,
+            // The urgent pointer is set but its byte has not arrived yet:
+            // an abort is on its way.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            // EINVAL: no urgent data (the usual case).
+            Err(_) => false,
+        }
+    }
+
     /// False once the client has closed or reset the control connection.
     ///
     /// The socket is non-blocking (tokio set it so, and the flag is shared by
@@ -238,6 +263,29 @@ mod tests {
             transfers.begin(Direction::Download).unwrap_err(),
             TransferRefused::ShuttingDown
         );
+    }
+
+    #[tokio::test]
+    async fn urgent_data_marks_an_abort() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        server.set_nonblocking(true).unwrap();
+        let ctx = SessionContext::new(peer, Some(server));
+        assert!(!ctx.take_urgent(), "nothing urgent yet");
+        socket2::SockRef::from(&client)
+            .send_out_of_band(b"ABOR\r\n")
+            .unwrap();
+        let mut seen = false;
+        for _ in 0..100 {
+            if ctx.take_urgent() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(seen, "urgent byte not seen");
+        assert!(!ctx.take_urgent(), "taken once");
     }
 
     #[tokio::test]

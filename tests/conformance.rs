@@ -691,3 +691,60 @@ mod GcsSbe {
         read_only_user_refused_writes, reads_what_others_wrote,
         unsupported_operations_are_refused);
 }
+
+/// ABOR as RFC 959 and Python's ftplib send it (urgent data on the control
+/// connection), then the data connection closed: the upload is discarded
+/// and answered 4xx, on every back-end.
+mod aborted_with_telnet_synch {
+    use super::*;
+
+    async fn abort(backend: Backend) {
+        let Some(gw) = Gateway::start(backend).await else {
+            return;
+        };
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/abort_upload.py");
+        let out = tokio::process::Command::new("python3")
+            .arg(script)
+            .args([
+                "127.0.0.1",
+                &gw.addr.port().to_string(),
+                "alice",
+                common::PASSWORD,
+            ])
+            .args(["aborted.bin", &(3 << 20).to_string()])
+            .output()
+            .await
+            .expect("python3");
+        let reply = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(reply.starts_with('4'), "STOR after ABOR answered {reply}");
+        gw.settle().await;
+        assert_eq!(
+            gw.object("aborted.bin").await,
+            None,
+            "aborted upload stored"
+        );
+        assert!(gw.local_leftovers().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_memory() {
+        abort(Backend::Memory).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_local() {
+        abort(Backend::Local).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_s3() {
+        abort(Backend::S3).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_azure() {
+        abort(Backend::Azure).await;
+    }
+}

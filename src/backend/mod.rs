@@ -196,9 +196,10 @@ pub fn reply_code_of(kind: StorageErrorKind) -> u16 {
 impl From<UploadError> for StorageError {
     fn from(err: UploadError) -> Self {
         let kind = match &err {
-            UploadError::Client(_) | UploadError::Idle(_) | UploadError::ClientGone => {
-                StorageErrorKind::ConnectionClosed
-            }
+            UploadError::Client(_)
+            | UploadError::Idle(_)
+            | UploadError::ClientGone
+            | UploadError::Aborted => StorageErrorKind::ConnectionClosed,
             UploadError::Shutdown => StorageErrorKind::TransientFileNotAvailable,
             UploadError::Store(e) => reply_codes::kind_for(e),
             UploadError::Existing(e) => reply_codes::kind_for(e),

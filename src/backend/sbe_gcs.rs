@@ -173,6 +173,8 @@ impl<R> GuardedInput<R> {
         guard: TransferGuard,
         idle: Duration,
     ) -> Self {
+        // A stale abort mark from an earlier command must not cut this upload.
+        let _ = session.take_urgent();
         Self {
             inner,
             session,
@@ -198,6 +200,12 @@ impl<R: AsyncRead + Unpin> AsyncRead for GuardedInput<R> {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
                 if n == 0 {
+                    if self.session.take_urgent() {
+                        return Poll::Ready(Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "upload aborted by the client",
+                        )));
+                    }
                     if !self.session.control_alive() {
                         return Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,

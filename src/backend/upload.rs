@@ -48,6 +48,9 @@ pub enum UploadError {
     /// client went away, so the data is not known to be complete.
     #[error("control connection closed before the upload completed")]
     ClientGone,
+    /// The client aborted the upload (ABOR with the Telnet Synch).
+    #[error("upload aborted by the client")]
+    Aborted,
     /// Shutdown's grace period ended during the upload.
     #[error("upload cut by server shutdown")]
     Shutdown,
@@ -180,6 +183,8 @@ where
     R: AsyncRead + Unpin,
 {
     let idle = settings.idle_timeout;
+    // A stale abort mark from an earlier command must not cut this upload.
+    let _ = session.take_urgent();
     let mut sink = PartSink::new(store, key, settings);
     let result: Result<u64, UploadError> = async {
         if let Some(mut head) = existing {
@@ -215,6 +220,9 @@ where
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
                 written = sink.write(buf.split().freeze()) => written.map_err(UploadError::Store)?,
             }
+        }
+        if session.take_urgent() {
+            return Err(UploadError::Aborted);
         }
         if !session.control_alive() {
             return Err(UploadError::ClientGone);
