@@ -175,6 +175,10 @@ pub struct RawStorage {
     pub rename_limit: usize,
     /// Storage engine: object_store (every scheme) or unftp-sbe-gcs (gs:// only).
     pub engine: String,
+    /// Most retries of a failing storage request (throttling, 5xx, timeouts).
+    pub retry_max: usize,
+    /// Stop retrying a storage request after this long; the client then gets a 4xx.
+    pub retry_timeout: String,
 }
 
 impl Default for RawStorage {
@@ -186,6 +190,8 @@ impl Default for RawStorage {
             upload_concurrency: 2,
             rename_limit: 10_000,
             engine: "object_store".into(),
+            retry_max: 10,
+            retry_timeout: "30s".into(),
         }
     }
 }
@@ -358,6 +364,8 @@ pub struct StorageConfig {
     pub rename_limit: usize,
     /// Storage engine: object_store (every scheme) or unftp-sbe-gcs (gs:// only).
     pub engine: StorageEngine,
+    /// Retry policy for failing storage requests.
+    pub retry: crate::store_url::Retry,
 }
 
 /// Which code talks to the store.
@@ -582,6 +590,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         part_size: parse_part_size(&raw.storage.part_size)?,
         upload_concurrency: positive("storage.upload_concurrency", raw.storage.upload_concurrency)?,
         rename_limit: positive("storage.rename_limit", raw.storage.rename_limit)?,
+        retry: crate::store_url::Retry {
+            max_retries: raw.storage.retry_max,
+            timeout: parse_duration("storage.retry_timeout", &raw.storage.retry_timeout)?,
+        },
         engine: match raw.storage.engine.as_str() {
             "object_store" => StorageEngine::ObjectStore,
             "unftp-sbe-gcs" => StorageEngine::UnftpSbeGcs,

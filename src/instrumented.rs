@@ -105,7 +105,7 @@ impl ObjectStore for InstrumentedStore {
         )
         .await?;
         Ok(Box::new(InstrumentedUpload {
-            inner: upload,
+            inner: Arc::new(tokio::sync::Mutex::new(upload)),
             backend: self.backend,
         }))
     }
@@ -222,17 +222,35 @@ fn timed_listing(
 }
 
 /// A multipart upload whose parts, completion and abort are timed.
+///
+/// An abort that fails (the store is unreachable right then) is retried in
+/// the background with backoff, so a store outage during an upload does not
+/// leave its parts behind once the store is back.
 #[derive(Debug)]
 struct InstrumentedUpload {
-    inner: Box<dyn MultipartUpload>,
+    inner: Arc<tokio::sync::Mutex<Box<dyn MultipartUpload>>>,
     backend: &'static str,
 }
+
+/// How long a failed abort keeps being retried in the background.
+const ABORT_RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(3600);
 
 #[async_trait]
 impl MultipartUpload for InstrumentedUpload {
     fn put_part(&mut self, data: PutPayload) -> UploadPart {
         let backend = self.backend;
-        let part = self.inner.put_part(data);
+        // `put_part` is never called while `complete` or `abort` holds the
+        // lock (they take `&mut self` too), so it is free.
+        let part = match self.inner.try_lock() {
+            Ok(mut upload) => upload.put_part(data),
+            Err(_) => {
+                return futures::future::ready(Err(object_store::Error::Generic {
+                    store: "bucketftp",
+                    source: "multipart upload busy".into(),
+                }))
+                .boxed()
+            }
+        };
         async move {
             let result = timed(backend, "put_part", part).await;
             if result.is_ok() {
@@ -244,11 +262,36 @@ impl MultipartUpload for InstrumentedUpload {
     }
 
     async fn complete(&mut self) -> Result<PutResult> {
-        timed(self.backend, "complete", self.inner.complete()).await
+        let mut upload = self.inner.lock().await;
+        timed(self.backend, "complete", upload.complete()).await
     }
 
     async fn abort(&mut self) -> Result<()> {
-        timed(self.backend, "abort", self.inner.abort()).await
+        let first = {
+            let mut upload = self.inner.lock().await;
+            timed(self.backend, "abort", upload.abort()).await
+        };
+        if let Err(e) = &first {
+            tracing::warn!(cause = %e, "aborting a multipart upload failed; retrying in the background");
+            let (inner, backend) = (self.inner.clone(), self.backend);
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut delay = std::time::Duration::from_secs(1);
+                while started.elapsed() < ABORT_RETRY_FOR {
+                    tokio::time::sleep(delay).await;
+                    let mut upload = inner.lock().await;
+                    match timed(backend, "abort", upload.abort()).await {
+                        Ok(()) => {
+                            tracing::info!("multipart upload aborted after retrying");
+                            return;
+                        }
+                        Err(_) => delay = (delay * 2).min(std::time::Duration::from_secs(10)),
+                    }
+                }
+                tracing::error!("gave up aborting a multipart upload: its parts remain until the bucket's lifecycle rule removes them");
+            });
+        }
+        first
     }
 }
 

@@ -132,7 +132,7 @@ pub fn build_accounts(
     env: &BTreeMap<String, String>,
 ) -> Result<(Accounts, Vec<OpenedStore>), RunError> {
     let open = |url: &url::Url, options: &BTreeMap<String, String>| {
-        open_store(url, options, env).map_err(|source| RunError::Storage {
+        open_store(url, options, env, &config.storage.retry).map_err(|source| RunError::Storage {
             url: url.to_string(),
             source,
         })

@@ -124,6 +124,7 @@ pub fn open_store(
     url: &Url,
     options: &BTreeMap<String, String>,
     env: &BTreeMap<String, String>,
+    retry: &Retry,
 ) -> Result<OpenedStore, StoreUrlError> {
     let display_url = redact(url);
     match url.scheme() {
@@ -186,11 +187,10 @@ pub fn open_store(
                 }
                 merged.insert(lower, value.clone());
             }
-            let (store, _) =
-                object_store::parse_url_opts(url, merged).map_err(StoreUrlError::Build)?;
+            let store = build_cloud(family, url, merged, retry).map_err(StoreUrlError::Build)?;
             let base = url_prefix(url)?;
             Ok(OpenedStore {
-                store: instrumented(Arc::from(store), family),
+                store: instrumented(store, family),
                 base,
                 kind: StoreKind::Cloud { scheme: family },
                 display_url,
@@ -200,6 +200,72 @@ pub fn open_store(
             scheme: other.to_string(),
         }),
     }
+}
+
+/// How long object_store keeps retrying a failing request (throttling,
+/// 5xx, timeouts, connection errors) before the FTP client gets its 4xx.
+/// object_store's own default of three minutes is longer than most devices
+/// wait for a reply.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    /// Most retries of one request.
+    pub max_retries: usize,
+    /// Give up retrying once this much time has passed since the first try.
+    pub timeout: std::time::Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            max_retries: 10,
+            timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}
+
+/// One builder per cloud, configured key by key (the keys were checked
+/// above), with our retry policy, which `parse_url_opts` cannot set.
+fn build_cloud(
+    family: &str,
+    url: &Url,
+    options: BTreeMap<String, String>,
+    retry: &Retry,
+) -> object_store::Result<Arc<dyn ObjectStore>> {
+    let retry = object_store::RetryConfig {
+        max_retries: retry.max_retries,
+        retry_timeout: retry.timeout,
+        ..Default::default()
+    };
+    // `from_str` cannot fail here: every key passed `check` above.
+    Ok(match family {
+        "s3" => {
+            let mut b = object_store::aws::AmazonS3Builder::new().with_url(url.as_str());
+            for (k, v) in options {
+                if let Ok(key) = AmazonS3ConfigKey::from_str(&k) {
+                    b = b.with_config(key, v);
+                }
+            }
+            Arc::new(b.with_retry(retry).build()?)
+        }
+        "gs" => {
+            let mut b = object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url.as_str());
+            for (k, v) in options {
+                if let Ok(key) = GoogleConfigKey::from_str(&k) {
+                    b = b.with_config(key, v);
+                }
+            }
+            Arc::new(b.with_retry(retry).build()?)
+        }
+        _ => {
+            let mut b = object_store::azure::MicrosoftAzureBuilder::new().with_url(url.as_str());
+            for (k, v) in options {
+                if let Ok(key) = AzureConfigKey::from_str(&k) {
+                    b = b.with_config(key, v);
+                }
+            }
+            Arc::new(b.with_retry(retry).build()?)
+        }
+    })
 }
 
 /// The key prefix in a cloud URL (`s3://bucket/a/b` → `a/b`).
@@ -246,7 +312,12 @@ mod tests {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        open_store(&Url::parse(url).unwrap(), &options, &BTreeMap::new())
+        open_store(
+            &Url::parse(url).unwrap(),
+            &options,
+            &BTreeMap::new(),
+            &Retry::default(),
+        )
     }
 
     #[test]

@@ -171,6 +171,9 @@ pub struct Options {
     pub sections: String,
     /// Serve `/metrics` and friends.
     pub http: bool,
+    /// Storage options that replace the back-end's defaults (e.g. an
+    /// endpoint behind a fault-injecting proxy).
+    pub storage_options: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -181,6 +184,7 @@ impl Default for Options {
             storage_extra: "part_size = \"5MiB\"\n".into(),
             sections: String::new(),
             http: false,
+            storage_options: Vec::new(),
         }
     }
 }
@@ -215,7 +219,10 @@ impl Gateway {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().join("root");
         std::fs::create_dir_all(&root).expect("root dir");
-        let (url, options) = storage_for(backend, &root, "gw")?;
+        let (url, mut options) = storage_for(backend, &root, "gw")?;
+        for (k, v) in &opts.storage_options {
+            options.insert(k.clone(), v.clone());
+        }
         let mut opts = opts;
         if backend == Backend::GcsSbe {
             opts.storage_extra.push_str("engine = \"unftp-sbe-gcs\"\n");
@@ -241,6 +248,13 @@ impl Gateway {
         }
         let config: Config = config::from_toml(&text)
             .unwrap_or_else(|e| panic!("test config: {}\n{text}", bucketftp::error_chain(&e)));
+        if let Ok(level) = std::env::var("BUCKETFTP_TEST_LOG") {
+            // Debugging aid: the gateway's logs on stderr.
+            bucketftp::init_logging(&bucketftp::config::LogConfig {
+                format: bucketftp::config::LogFormat::Text,
+                level,
+            });
+        }
         let env = BTreeMap::new();
         let (accounts, stores) = bucketftp::build_accounts(&config, &env).expect("accounts");
         let store = stores[0].clone();

@@ -1,0 +1,61 @@
+"""What the S3 emulator holds under a prefix, read through its own API
+(boto3), never through bucketftp: the fleet test compares it with what its
+clients were told.
+
+Usage:
+  bucket_state.py PREFIX
+Prints one line per object, `object KEY SIZE SHA256`, then one line per
+in-progress multipart upload, `upload KEY`. The endpoint and bucket come
+from BUCKETFTP_TEST_S3_ENDPOINT and BUCKETFTP_TEST_S3_BUCKET (see
+.ci/emulators.sh), as for tests/clients/emulator.py.
+"""
+import hashlib
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+
+def client():
+    import boto3
+    return boto3.client(
+        "s3",
+        endpoint_url=os.environ["BUCKETFTP_TEST_S3_ENDPOINT"],
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        region_name="us-east-1",
+    )
+
+
+def digest(s3, bucket, key):
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"]
+    h = hashlib.sha256()
+    size = 0
+    for chunk in iter(lambda: body.read(1 << 20), b""):
+        h.update(chunk)
+        size += len(chunk)
+    return key, size, h.hexdigest()
+
+
+def main(argv):
+    if len(argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    prefix = argv[1]
+    bucket = os.environ.get("BUCKETFTP_TEST_S3_BUCKET", "bucketftp")
+    s3 = client()
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        keys.extend(o["Key"] for o in page.get("Contents", []))
+    # A few readers at once: hundreds of objects, one emulator.
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        for key, size, sha in pool.map(lambda k: digest(s3, bucket, k), keys):
+            print(f"object {key} {size} {sha}")
+    uploads = s3.get_paginator("list_multipart_uploads").paginate(Bucket=bucket, Prefix=prefix)
+    for page in uploads:
+        for u in page.get("Uploads", []):
+            print(f"upload {u['Key']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
