@@ -112,13 +112,13 @@ impl Control {
         self.cmd(&format!("PASS {password}")).await
     }
 
-    /// Whether the server has closed the connection (reads until EOF).
+    /// Whether the server closes the connection (reads until EOF or reset;
+    /// `false` if it is still open after [`REPLY_WAIT`]).
     async fn closed_by_server(mut self) -> bool {
         let mut sink = Vec::new();
-        matches!(
-            tokio::time::timeout(REPLY_WAIT, self.reader.read_to_end(&mut sink)).await,
-            Ok(_)
-        )
+        tokio::time::timeout(REPLY_WAIT, self.reader.read_to_end(&mut sink))
+            .await
+            .is_ok()
     }
 }
 

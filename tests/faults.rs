@@ -21,6 +21,30 @@ struct Proxy {
     addr: SocketAddr,
     up: Arc<AtomicBool>,
     epoch: watch::Sender<u64>,
+    /// Milliseconds to wait before forwarding each chunk towards the store.
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Copies `from` to `to`, waiting `delay_ms` before each chunk: a slow link.
+async fn slow_copy(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let delay = delay_ms.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
 }
 
 impl Proxy {
@@ -29,7 +53,8 @@ impl Proxy {
         let addr = listener.local_addr().expect("addr");
         let up = Arc::new(AtomicBool::new(true));
         let (epoch, _) = watch::channel(0u64);
-        let (up2, epoch2) = (up.clone(), epoch.clone());
+        let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (up2, epoch2, delay2) = (up.clone(), epoch.clone(), delay_ms.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -40,21 +65,27 @@ impl Proxy {
                     continue;
                 }
                 let mut cut = epoch2.subscribe();
+                let delay = delay2.clone();
                 tokio::spawn(async move {
                     let Ok(server) = TcpStream::connect(target).await else {
                         return;
                     };
-                    let (mut cr, mut cw) = client.into_split();
-                    let (mut sr, mut sw) = server.into_split();
+                    let (cr, mut cw) = client.into_split();
+                    let (mut sr, sw) = server.into_split();
                     tokio::select! {
-                        _ = tokio::io::copy(&mut cr, &mut sw) => {}
+                        _ = slow_copy(cr, sw, delay) => {}
                         _ = tokio::io::copy(&mut sr, &mut cw) => {}
                         _ = cut.changed() => {}
                     }
                 });
             }
         });
-        Proxy { addr, up, epoch }
+        Proxy {
+            addr,
+            up,
+            epoch,
+            delay_ms,
+        }
     }
 
     fn cut(&self) {
@@ -313,4 +344,44 @@ async fn full_disk_and_read_only_directory() {
     ftp.put_file("fine.txt", &mut ok)
         .await
         .expect("STOR after disk full");
+}
+
+/// A slow back-end: an upload whose parts crawl to the store for longer
+/// than the idle timeout is not cut, because the session is busy, not idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_storage_does_not_trip_the_idle_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((_, options)) = storage_for(Backend::S3, dir.path(), "probe") else {
+        return;
+    };
+    let endpoint: SocketAddr = options["aws_endpoint"]
+        .trim_start_matches("http://")
+        .parse()
+        .expect("emulator address");
+    let proxy = Proxy::start(endpoint).await;
+    let gw = Gateway::start_with(
+        Backend::S3,
+        Options {
+            idle_timeout: Some("2s".into()),
+            storage_options: vec![("aws_endpoint".into(), format!("http://{}", proxy.addr))],
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("gateway");
+    proxy.delay_ms.store(25, Ordering::SeqCst);
+    let data = payload(12 << 20, 77);
+    let mut ftp = gw.login("alice").await;
+    let started = Instant::now();
+    let mut r = &data[..];
+    ftp.put_file("slow.bin", &mut r)
+        .await
+        .expect("slow STOR completes");
+    let took = started.elapsed();
+    proxy.delay_ms.store(0, Ordering::SeqCst);
+    assert!(
+        took > Duration::from_secs(3),
+        "the store was not slow enough ({took:?}) to prove anything"
+    );
+    assert!(gw.object("slow.bin").await.expect("stored") == data);
 }

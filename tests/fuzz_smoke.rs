@@ -276,7 +276,7 @@ fn path_to_key_smoke() {
         targets::path_to_key,
         PATH_TOKENS,
         &[],
-        100_000,
+        50_000,
     );
 }
 

@@ -174,6 +174,8 @@ pub struct Options {
     /// Storage options that replace the back-end's defaults (e.g. an
     /// endpoint behind a fault-injecting proxy).
     pub storage_options: Vec<(String, String)>,
+    /// `server.idle_timeout` (default 60s).
+    pub idle_timeout: Option<String>,
 }
 
 impl Default for Options {
@@ -185,6 +187,7 @@ impl Default for Options {
             sections: String::new(),
             http: false,
             storage_options: Vec::new(),
+            idle_timeout: None,
         }
     }
 }
@@ -228,8 +231,11 @@ impl Gateway {
             opts.storage_extra.push_str("engine = \"unftp-sbe-gcs\"\n");
         }
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\npassive_ports = \"20000-29999\"\nidle_timeout = \"60s\"\nshutdown_grace = \"5s\"\n{}\n[http]\nlisten = \"off\"\n[storage]\nurl = {:?}\n{}\n",
-            opts.server_extra, url, opts.storage_extra
+            "[server]\nlisten = \"127.0.0.1:0\"\npassive_ports = \"20000-29999\"\nidle_timeout = {:?}\nshutdown_grace = \"5s\"\n{}\n[http]\nlisten = \"off\"\n[storage]\nurl = {:?}\n{}\n",
+            opts.idle_timeout.as_deref().unwrap_or("60s"),
+            opts.server_extra,
+            url,
+            opts.storage_extra
         );
         text.push_str("[storage.options]\n");
         for (k, v) in &options {
@@ -245,6 +251,9 @@ impl Gateway {
                 u.home,
                 u.permissions
             ));
+        }
+        if std::env::var("BUCKETFTP_TEST_SHOW_CONFIG").is_ok() {
+            eprintln!("{text}");
         }
         let config: Config = config::from_toml(&text)
             .unwrap_or_else(|e| panic!("test config: {}\n{text}", bucketftp::error_chain(&e)));
