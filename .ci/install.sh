@@ -10,6 +10,7 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v rclone >/dev/null || need_apt+=(rclone)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if ((${#need_apt[@]})); then
   echo "installing from Debian: ${need_apt[*]}"
   apt-get update -qq
