@@ -32,6 +32,7 @@ pub struct Health {
     shutting_down: AtomicBool,
     stores: Vec<OpenedStore>,
     cache: Mutex<Option<(Instant, Result<(), String>)>>,
+    refreshing: AtomicBool,
 }
 
 impl Health {
@@ -42,6 +43,7 @@ impl Health {
             shutting_down: AtomicBool::new(false),
             stores,
             cache: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
         })
     }
 
@@ -62,16 +64,32 @@ impl Health {
     }
 
     /// `Ok` when every store answers; the error names the store and cause.
-    pub async fn ready(&self) -> Result<(), String> {
+    ///
+    /// Answers from the last probe and refreshes it in the background once
+    /// it is older than [`READY_CACHE`]: a slow store then makes readiness
+    /// late by one probe, never makes the endpoint itself slow (a load
+    /// balancer's check timing out would take a healthy replica out).
+    pub async fn ready(self: &Arc<Self>) -> Result<(), String> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err("shutting down".into());
         }
-        let mut cache = self.cache.lock().await;
-        if let Some((at, result)) = cache.as_ref() {
-            if at.elapsed() < READY_CACHE {
-                return result.clone();
+        let cached = self.cache.lock().await.clone();
+        match cached {
+            Some((at, result)) => {
+                if at.elapsed() >= READY_CACHE && !self.refreshing.swap(true, Ordering::SeqCst) {
+                    let health = self.clone();
+                    tokio::spawn(async move {
+                        let _ = health.refresh().await;
+                        health.refreshing.store(false, Ordering::SeqCst);
+                    });
+                }
+                result
             }
+            None => self.refresh().await,
         }
+    }
+
+    async fn refresh(&self) -> Result<(), String> {
         let mut result = Ok(());
         for store in &self.stores {
             if let Err(e) = probe(store).await {
@@ -81,7 +99,7 @@ impl Health {
             }
         }
         crate::metrics::set_ready(result.is_ok());
-        *cache = Some((Instant::now(), result.clone()));
+        *self.cache.lock().await = Some((Instant::now(), result.clone()));
         result
     }
 }
