@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{payload, storage_for, Backend, Gateway, Process};
+use common::{emulator, payload, storage_for, Backend, Gateway, Process};
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
 
@@ -16,24 +16,6 @@ fn cloud_name(backend: Backend) -> &'static str {
         Backend::Azure => "azure",
         _ => unreachable!("not a cloud"),
     }
-}
-
-/// Runs tests/clients/emulator.py: the emulator's own API.
-fn emulator(args: &[&str]) -> (bool, String) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/emulator.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    if !out.status.success() && out.status.code() != Some(3) {
-        panic!(
-            "emulator.py {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    (out.status.success(), text)
 }
 
 /// The key of `path` in the emulator's bucket (with the test's prefix).

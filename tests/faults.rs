@@ -99,25 +99,24 @@ impl Proxy {
 }
 
 fn emulator_list(args: &[&str]) -> String {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/emulator.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .args(args)
-        .output()
-        .expect("python3");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    common::emulator(args).1
 }
 
-/// The S3 emulator behind a proxy we can cut; storage requests give up
-/// after a few seconds of retrying.
-async fn gateway_behind_proxy() -> Option<(Gateway, Proxy)> {
+/// A proxy in front of the S3 emulator, or `None` (skip) without one.
+async fn s3_proxy() -> Option<Proxy> {
     let dir = tempfile::tempdir().expect("tempdir");
     let (_, options) = storage_for(Backend::S3, dir.path(), "probe")?;
     let endpoint: SocketAddr = options["aws_endpoint"]
         .trim_start_matches("http://")
         .parse()
         .expect("emulator address");
-    let proxy = Proxy::start(endpoint).await;
+    Some(Proxy::start(endpoint).await)
+}
+
+/// The S3 emulator behind a proxy we can cut; storage requests give up
+/// after a few seconds of retrying.
+async fn gateway_behind_proxy() -> Option<(Gateway, Proxy)> {
+    let proxy = s3_proxy().await?;
     let gw = Gateway::start_with(
         Backend::S3,
         Options {
@@ -361,15 +360,9 @@ async fn full_disk_and_read_only_directory() {
 /// than the idle timeout is not cut, because the session is busy, not idle.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_storage_does_not_trip_the_idle_timeout() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let Some((_, options)) = storage_for(Backend::S3, dir.path(), "probe") else {
+    let Some(proxy) = s3_proxy().await else {
         return;
     };
-    let endpoint: SocketAddr = options["aws_endpoint"]
-        .trim_start_matches("http://")
-        .parse()
-        .expect("emulator address");
-    let proxy = Proxy::start(endpoint).await;
     let gw = Gateway::start_with(
         Backend::S3,
         Options {

@@ -633,3 +633,21 @@ pub fn gcs_json_upload(key: &str, data: &[u8]) {
         "GCS JSON upload of {key}"
     );
 }
+
+/// Runs tests/clients/emulator.py: the emulator's own API.
+pub fn emulator(args: &[&str]) -> (bool, String) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/emulator.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .args(args)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() && out.status.code() != Some(3) {
+        panic!(
+            "emulator.py {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    (out.status.success(), text)
+}
