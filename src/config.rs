@@ -179,6 +179,8 @@ pub struct RawStorage {
     pub retry_max: usize,
     /// Stop retrying a storage request after this long; the client then gets a 4xx.
     pub retry_timeout: String,
+    /// Storage class of new objects (S3 STANDARD_IA, GCS NEARLINE, Azure Cool, …); empty = bucket default.
+    pub storage_class: String,
 }
 
 impl Default for RawStorage {
@@ -192,6 +194,7 @@ impl Default for RawStorage {
             engine: "object_store".into(),
             retry_max: 10,
             retry_timeout: "30s".into(),
+            storage_class: String::new(),
         }
     }
 }
@@ -366,6 +369,8 @@ pub struct StorageConfig {
     pub engine: StorageEngine,
     /// Retry policy for failing storage requests.
     pub retry: crate::store_url::Retry,
+    /// Storage class of new objects (S3 STANDARD_IA, GCS NEARLINE, Azure Cool, …); None = bucket default.
+    pub storage_class: Option<String>,
 }
 
 /// Which code talks to the store.
@@ -590,6 +595,8 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         part_size: parse_part_size(&raw.storage.part_size)?,
         upload_concurrency: positive("storage.upload_concurrency", raw.storage.upload_concurrency)?,
         rename_limit: positive("storage.rename_limit", raw.storage.rename_limit)?,
+        storage_class: (!raw.storage.storage_class.is_empty())
+            .then(|| raw.storage.storage_class.clone()),
         retry: crate::store_url::Retry {
             max_retries: raw.storage.retry_max,
             timeout: parse_duration("storage.retry_timeout", &raw.storage.retry_timeout)?,

@@ -259,6 +259,7 @@ pub async fn serve(
             part_size: config.storage.part_size,
             concurrency: config.storage.upload_concurrency,
             idle_timeout: config.server.idle_timeout,
+            storage_class: config.storage.storage_class.clone(),
         },
         rename_limit: config.storage.rename_limit,
         mkd_existing_ok: config.server.mkd_existing_ok,

@@ -273,3 +273,32 @@ fn opts(options: &std::collections::BTreeMap<String, String>) -> Vec<String> {
         .flat_map(|(k, v)| ["--storage-option".to_string(), format!("{k}={v}")])
         .collect()
 }
+
+/// `storage.storage_class` reaches S3 for single PUTs and multipart uploads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn storage_class_is_passed_through() {
+    let Some(gw) = Gateway::start_with(
+        Backend::S3,
+        common::Options {
+            storage_extra: "part_size = \"5MiB\"\nstorage_class = \"STANDARD_IA\"\n".into(),
+            ..common::Options::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let prefix = gw.store.base.as_ref().to_string();
+    let mut ftp = gw.login("alice").await;
+    for (name, size) in [("small.bin", 1000usize), ("large.bin", 12 << 20)] {
+        let data = payload(size, 1);
+        let mut r = &data[..];
+        ftp.put_file(name, &mut r).await.expect("STOR");
+        let (found, meta) = emulator(&["meta", "s3", &bucket_key(&prefix, name)]);
+        assert!(found);
+        assert!(
+            meta.contains(r#""storage_class": "STANDARD_IA""#),
+            "{name}: {meta}"
+        );
+    }
+}

@@ -23,6 +23,27 @@ struct Proxy {
     epoch: watch::Sender<u64>,
     /// Milliseconds to wait before forwarding each chunk towards the store.
     delay_ms: Arc<std::sync::atomic::AtomicU64>,
+    /// Answer every request `503 Slow Down`, as S3 does when it throttles.
+    throttle: Arc<AtomicBool>,
+}
+
+/// Reads one request head and answers S3's throttling reply.
+async fn slow_down(mut client: TcpStream) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body =
+        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>";
+    let reply = format!(
+        "HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = client.write_all(reply.as_bytes()).await;
 }
 
 /// Copies `from` to `to`, waiting `delay_ms` before each chunk: a slow link.
@@ -54,7 +75,13 @@ impl Proxy {
         let up = Arc::new(AtomicBool::new(true));
         let (epoch, _) = watch::channel(0u64);
         let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (up2, epoch2, delay2) = (up.clone(), epoch.clone(), delay_ms.clone());
+        let throttle = Arc::new(AtomicBool::new(false));
+        let (up2, epoch2, delay2, throttle2) = (
+            up.clone(),
+            epoch.clone(),
+            delay_ms.clone(),
+            throttle.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -62,6 +89,10 @@ impl Proxy {
                 };
                 if !up2.load(Ordering::SeqCst) {
                     drop(client);
+                    continue;
+                }
+                if throttle2.load(Ordering::SeqCst) {
+                    tokio::spawn(slow_down(client));
                     continue;
                 }
                 let mut cut = epoch2.subscribe();
@@ -85,6 +116,7 @@ impl Proxy {
             up,
             epoch,
             delay_ms,
+            throttle,
         }
     }
 
@@ -388,4 +420,34 @@ async fn slow_storage_does_not_trip_the_idle_timeout() {
         "the store was not slow enough ({took:?}) to prove anything"
     );
     assert!(gw.object("slow.bin").await.expect("stored") == data);
+}
+
+/// Throttling (503 Slow Down) is retried by object_store, then surfaces as a
+/// 4xx the client may retry; once the store relents, the same gateway works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttling_surfaces_as_4xx_then_recovers() {
+    let Some((gw, proxy)) = gateway_behind_proxy().await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    // Pooled connections would bypass the throttling accept path.
+    proxy.cut();
+    proxy.restore();
+    proxy.throttle.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let mut r: &[u8] = b"throttled";
+    let code = code_of(ftp.put_file("t.txt", &mut r).await);
+    assert!(
+        (400..500).contains(&code),
+        "STOR while throttled answered {code}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(60));
+    let list = ftp.list(None).await;
+    assert!(list.is_err(), "LIST while throttled: {list:?}");
+    proxy.throttle.store(false, Ordering::SeqCst);
+    let mut r: &[u8] = b"relented";
+    ftp.put_file("t.txt", &mut r)
+        .await
+        .expect("STOR after throttling");
+    assert_eq!(gw.object("t.txt").await.as_deref(), Some(&b"relented"[..]));
 }

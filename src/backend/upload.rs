@@ -14,7 +14,7 @@ use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
-use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{ObjectStore, PutPayload, WriteMultipart};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -28,6 +28,20 @@ pub struct UploadSettings {
     pub concurrency: usize,
     /// A data connection silent this long is treated as dead.
     pub idle_timeout: Duration,
+    /// Storage class for new objects (`STANDARD_IA`, `NEARLINE`, `Cool`, …),
+    /// passed to the store as is; `None` = the bucket's default.
+    pub storage_class: Option<String>,
+}
+
+impl UploadSettings {
+    /// Attributes every new object gets.
+    fn attributes(&self) -> object_store::Attributes {
+        let mut attributes = object_store::Attributes::new();
+        if let Some(class) = &self.storage_class {
+            attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
+        }
+        attributes
+    }
 }
 
 /// Size of the allocations data-connection reads go into.
@@ -100,7 +114,16 @@ impl PartSink {
                 Ok(())
             }
             Some(SinkState::Buffering(chunks, _)) => {
-                let upload = self.store.put_multipart(&self.key).await?;
+                let upload = self
+                    .store
+                    .put_multipart_opts(
+                        &self.key,
+                        object_store::PutMultipartOptions {
+                            attributes: self.settings.attributes(),
+                            ..Default::default()
+                        },
+                    )
+                    .await?;
                 crate::metrics::multipart_started();
                 let mut writer =
                     WriteMultipart::new_with_chunk_size(upload, self.settings.part_size);
@@ -130,7 +153,14 @@ impl PartSink {
         match self.state.take() {
             Some(SinkState::Buffering(chunks, _)) => {
                 self.store
-                    .put(&self.key, PutPayload::from_iter(chunks))
+                    .put_opts(
+                        &self.key,
+                        PutPayload::from_iter(chunks),
+                        object_store::PutOptions {
+                            attributes: self.settings.attributes(),
+                            ..Default::default()
+                        },
+                    )
                     .await?;
             }
             Some(SinkState::Multipart(writer)) => {

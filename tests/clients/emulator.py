@@ -108,7 +108,8 @@ def main(argv):
         import json
         if cloud == "s3":
             r = s3().head_object(Bucket=s3_bucket(), Key=arg)
-            print(json.dumps({"size": r["ContentLength"], "metadata": r.get("Metadata", {})}))
+            print(json.dumps({"size": r["ContentLength"], "metadata": r.get("Metadata", {}),
+                              "storage_class": r.get("StorageClass", "STANDARD")}))
         else:
             p = azure().get_blob_client(arg).get_blob_properties()
             print(json.dumps({"size": p.size, "metadata": dict(p.metadata or {})}))
