@@ -548,6 +548,7 @@ pub async fn read_only_user_refused_writes(backend: Backend) {
                 name: "reader".into(),
                 home: "/".into(),
                 permissions: vec!["list".into(), "read".into()],
+                extra: String::new(),
             },
         ],
         ..Options::default()

@@ -145,6 +145,8 @@ pub struct TestUser {
     pub home: String,
     /// Permission names.
     pub permissions: Vec<String>,
+    /// More TOML lines for this `[[users]]` entry (e.g. `enabled = false`).
+    pub extra: String,
 }
 
 impl TestUser {
@@ -154,6 +156,7 @@ impl TestUser {
             name: name.into(),
             home: home.into(),
             permissions: vec!["all".into()],
+            extra: String::new(),
         }
     }
 }
@@ -245,11 +248,12 @@ impl Gateway {
         text.push('\n');
         for u in &opts.users {
             text.push_str(&format!(
-                "[[users]]\nname = {:?}\npassword_hash = {:?}\nhome = {:?}\npermissions = {:?}\n",
+                "[[users]]\nname = {:?}\npassword_hash = {:?}\nhome = {:?}\npermissions = {:?}\n{}\n",
                 u.name,
                 cheap_hash(PASSWORD),
                 u.home,
-                u.permissions
+                u.permissions,
+                u.extra
             ));
         }
         if std::env::var("BUCKETFTP_TEST_SHOW_CONFIG").is_ok() {
