@@ -217,6 +217,7 @@ def session(n, port, size, timeout, all_in, errors, times):
         logged_in = True
     except Exception as e:  # noqa: BLE001 - every failure is a finding
         errors.append(f"session {n} {stage}: {type(e).__name__}: {e}")
+        ftp.close()
     try:
         all_in.wait()
     except threading.BrokenBarrierError:
