@@ -732,6 +732,55 @@ mod aborted_with_telnet_synch {
         assert!(gw.local_leftovers().is_empty());
     }
 
+    /// ABOR during a download: the transfer stops and the gateway serves on.
+    async fn abort_download(backend: Backend) {
+        let Some(gw) = Gateway::start(backend).await else {
+            return;
+        };
+        let data = payload(8 << 20, 4);
+        gw.put_object("big.bin", &data).await;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/clients/abort_download.py"
+        );
+        let out = tokio::process::Command::new("python3")
+            .arg(script)
+            .args([
+                "127.0.0.1",
+                &gw.addr.port().to_string(),
+                "alice",
+                common::PASSWORD,
+            ])
+            .arg("big.bin")
+            .output()
+            .await
+            .expect("python3");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            text.contains(&format!("second download: {}", data.len())),
+            "{text}"
+        );
+        gw.settle().await;
+        assert_eq!(
+            gw.object("big.bin").await.map(|d| d.len()),
+            Some(data.len())
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn download_on_local() {
+        abort_download(Backend::Local).await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn download_on_s3() {
+        abort_download(Backend::S3).await;
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn on_memory() {
         abort(Backend::Memory).await;

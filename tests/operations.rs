@@ -206,7 +206,7 @@ async fn sigterm_drains_finishing_uploads_and_aborts_the_rest() {
     let root = gw.dir.path().join("root");
     let chunk = payload(1 << 20, 7);
     let mut uploads = Vec::new();
-    for i in 0..10 {
+    for i in 0..20 {
         let mut ftp = gw.login().await;
         let mut stream = ftp
             .put_with_stream(format!("u/{i}.bin"))
@@ -227,10 +227,10 @@ async fn sigterm_drains_finishing_uploads_and_aborts_the_rest() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(saw_503, "/readyz did not turn 503 on SIGTERM");
-    // The first five finish within the grace period.
+    // The first ten finish within the grace period.
     let mut stalled = Vec::new();
     for (i, (ftp, mut stream)) in uploads.into_iter().enumerate() {
-        if i < 5 {
+        if i < 10 {
             stream.write_all(&chunk).await.expect("second MiB");
             stream
                 .finish()
@@ -240,7 +240,7 @@ async fn sigterm_drains_finishing_uploads_and_aborts_the_rest() {
             stalled.push((i, ftp, stream));
         }
     }
-    // The other five stall past the grace period (their data connections
+    // The other ten stall past the grace period (their data connections
     // stay open): the gateway cancels them and answers 4xx.
     tokio::time::sleep(Duration::from_secs(4)).await;
     for (i, _ftp, stream) in stalled {
@@ -252,9 +252,9 @@ async fn sigterm_drains_finishing_uploads_and_aborts_the_rest() {
         .expect("exits after the grace period")
         .expect("wait");
     assert!(status.success(), "exit status {status}");
-    for i in 0..10 {
+    for i in 0..20 {
         let path = root.join(format!("u/{i}.bin"));
-        if i < 5 {
+        if i < 10 {
             assert_eq!(
                 std::fs::metadata(&path).expect("complete object").len(),
                 2 << 20

@@ -141,3 +141,31 @@ async fn tls_required_user_is_refused_in_plain_text() {
     assert_eq!(login_code(&gw, "careful", PASSWORD).await, Some(530));
     assert_eq!(login_code(&gw, "alice", PASSWORD).await, None);
 }
+
+/// A user with their own storage URL lives there; the others share the
+/// default store. One gateway, several buckets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_user_storage_urls() {
+    let opts = Options {
+        users: vec![user("alice", ""), user("bob", "storage = \"memory://\"")],
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(Backend::Local, opts).await else {
+        return;
+    };
+    let mut bob = gw.login("bob").await;
+    let mut data: &[u8] = b"bob's own bucket";
+    bob.put_file("b.txt", &mut data).await.expect("STOR");
+    assert_eq!(bob.size("b.txt").await.expect("SIZE"), 16);
+    let mut alice = gw.login("alice").await;
+    let mut data: &[u8] = b"shared store";
+    alice.put_file("a.txt", &mut data).await.expect("STOR");
+    // alice's file is on disk under her home; bob's is not on disk at all.
+    assert_eq!(
+        gw.object("alice/a.txt").await.as_deref(),
+        Some(&b"shared store"[..])
+    );
+    assert_eq!(gw.object("bob/b.txt").await, None);
+    assert!(!gw.dir.path().join("root/bob").exists());
+    assert_eq!(code_of(bob.size("../alice/a.txt").await), 550);
+}
