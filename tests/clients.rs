@@ -86,8 +86,9 @@ async fn file_keys(gw: &Gateway) -> Vec<String> {
             continue;
         }
         // Cloud listings strip a folder marker's slash: `d/` lists as `d`.
+        // (The file system has no markers, and resolves `d/` to `d`.)
         let marker = gw.key(&k).join("");
-        if gw.store.store.head(&marker).await.is_ok() {
+        if gw.backend != Backend::Local && gw.store.store.head(&marker).await.is_ok() {
             continue;
         }
         files.push(k);
