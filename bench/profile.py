@@ -98,7 +98,6 @@ def main():
             started.append(bftp.server)
             target = emu if args.target == "emulator" else bftp.server
         out = os.path.join(work, "profile.out")
-        began = time.perf_counter()
         with Attached(args.tool, target.pid, out):
             began = time.perf_counter()
             if args.case in ("local-retr", "s3-retr"):

@@ -52,6 +52,9 @@ pub struct BackendSettings {
     pub mkd_existing_ok: bool,
 }
 
+/// Buffer between a download's chunks and the data connection.
+const COPY_BUFFER: usize = 1 << 20;
+
 /// The per-session storage back-end handed to libunftp.
 #[derive(Debug, Clone)]
 pub struct ObjectBackend {
@@ -324,6 +327,26 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             self.audit(user, "LIST", path.as_ref(), 0, started, &Err(e));
         }
         result
+    }
+
+    /// libunftp's default copies through an 8 KiB buffer; the object's
+    /// chunks are up to 1 MiB, so copy them whole.
+    async fn get_into<'a, P, W: ?Sized>(
+        &self,
+        user: &SessionUser,
+        path: P,
+        start_pos: u64,
+        output: &'a mut W,
+    ) -> StorageResult<u64>
+    where
+        W: tokio::io::AsyncWrite + Unpin + Sync + Send,
+        P: AsRef<Path> + Send + Debug,
+    {
+        let reader = self.get(user, path, start_pos).await?;
+        let mut reader = tokio::io::BufReader::with_capacity(COPY_BUFFER, reader);
+        tokio::io::copy_buf(&mut reader, output)
+            .await
+            .map_err(StorageError::from)
     }
 
     async fn get<P: AsRef<Path> + Send + Debug>(
