@@ -181,6 +181,8 @@ pub struct RawStorage {
     pub retry_timeout: String,
     /// Storage class of new objects (S3 STANDARD_IA, GCS NEARLINE, Azure Cool, …); empty = bucket default.
     pub storage_class: String,
+    /// Ranged GETs (one part_size each) in flight per cloud download; 1 = one plain GET.
+    pub download_concurrency: usize,
 }
 
 impl Default for RawStorage {
@@ -195,6 +197,7 @@ impl Default for RawStorage {
             retry_max: 10,
             retry_timeout: "30s".into(),
             storage_class: String::new(),
+            download_concurrency: 4,
         }
     }
 }
@@ -371,6 +374,8 @@ pub struct StorageConfig {
     pub retry: crate::store_url::Retry,
     /// Storage class of new objects (S3 STANDARD_IA, GCS NEARLINE, Azure Cool, …); None = bucket default.
     pub storage_class: Option<String>,
+    /// Ranged GETs (one part_size each) in flight per cloud download; 1 = one plain GET.
+    pub download_concurrency: usize,
 }
 
 /// Which code talks to the store.
@@ -595,6 +600,10 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         part_size: parse_part_size(&raw.storage.part_size)?,
         upload_concurrency: positive("storage.upload_concurrency", raw.storage.upload_concurrency)?,
         rename_limit: positive("storage.rename_limit", raw.storage.rename_limit)?,
+        download_concurrency: positive(
+            "storage.download_concurrency",
+            raw.storage.download_concurrency,
+        )?,
         storage_class: (!raw.storage.storage_class.is_empty())
             .then(|| raw.storage.storage_class.clone()),
         retry: crate::store_url::Retry {

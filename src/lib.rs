@@ -263,6 +263,7 @@ pub async fn serve(
         },
         rename_limit: config.storage.rename_limit,
         mkd_existing_ok: config.server.mkd_existing_ok,
+        download_concurrency: config.storage.download_concurrency,
     });
     let health = http::Health::new(stores);
     let service = Arc::new(server::FtpService::new(

@@ -22,6 +22,7 @@ pub mod sbe_gcs;
 pub mod upload;
 
 use crate::auth::{Permission, SessionUser};
+use crate::store_url::StoreKind;
 use crate::transfers::{Direction, SessionContext, TransferRefused, Transfers};
 use async_trait::async_trait;
 use directories::{Entry, EntryKind};
@@ -50,6 +51,8 @@ pub struct BackendSettings {
     /// Answer MKD of an existing directory with success (some NVRs and
     /// cameras disconnect on 550).
     pub mkd_existing_ok: bool,
+    /// Ranged GETs of one part each running at once per cloud download.
+    pub download_concurrency: usize,
 }
 
 /// Buffer between a download's chunks and the data connection.
@@ -398,9 +401,20 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 }
             }
             let guard = self.begin(Direction::Download)?;
-            let stream = download::open_range(store, &key, start_pos, None)
-                .await
-                .map_err(storage_error)?;
+            let stream = match user.account.store.kind {
+                StoreKind::Cloud { .. } => {
+                    download::open_parallel(
+                        store,
+                        &key,
+                        start_pos,
+                        self.settings.upload.part_size as u64,
+                        self.settings.download_concurrency,
+                    )
+                    .await
+                }
+                _ => download::open_range(store, &key, start_pos, None).await,
+            }
+            .map_err(storage_error)?;
             Ok(download::reader(
                 stream,
                 guard,
