@@ -201,8 +201,8 @@ impl SessionContext {
     /// libunftp does not stop a running upload for ABOR, and the data
     /// connection then closes as it would at the end of the file, so the
     /// urgent byte is what tells an aborted upload from a complete one.
-    /// Uploads call this once when they start (dropping a stale mark from an
-    /// earlier command) and once at the end of the data.
+    /// Uploads call this at the end of the data; downloads when they end, so
+    /// an ABOR during a download does not abort the next upload.
     pub fn take_urgent(&self) -> bool {
         let Some(socket) = &self.control else {
             return false;

@@ -173,8 +173,6 @@ impl<R> GuardedInput<R> {
         guard: TransferGuard,
         idle: Duration,
     ) -> Self {
-        // A stale abort mark from an earlier command must not cut this upload.
-        let _ = session.take_urgent();
         Self {
             inner,
             session,

@@ -213,8 +213,9 @@ where
     R: AsyncRead + Unpin,
 {
     let idle = settings.idle_timeout;
-    // A stale abort mark from an earlier command must not cut this upload.
-    let _ = session.take_urgent();
+    // No stale abort mark is dropped here: the client may already have sent
+    // its ABOR (with the data still queued) before this upload started.
+    // Downloads clear the mark when they end instead.
     let mut sink = PartSink::new(store, key, settings);
     let result: Result<u64, UploadError> = async {
         if let Some(mut head) = existing {
