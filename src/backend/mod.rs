@@ -145,6 +145,28 @@ impl ObjectBackend {
     }
 
     /// One audit record per finished operation, at info level.
+    /// Times a command that moves no bytes and writes its audit line, so
+    /// DELE, MKD, RNTO and RMD report alike.
+    async fn audited<T>(
+        &self,
+        user: &SessionUser,
+        command: &'static str,
+        path: &Path,
+        op: impl std::future::Future<Output = StorageResult<T>>,
+    ) -> StorageResult<T> {
+        let started = Instant::now();
+        let result = op.await;
+        self.audit(
+            user,
+            command,
+            path,
+            0,
+            started,
+            &result.as_ref().map(|_| ()),
+        );
+        result
+    }
+
     fn audit(
         &self,
         user: &SessionUser,
@@ -521,8 +543,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         path: P,
     ) -> StorageResult<()> {
         let path = path.as_ref().to_path_buf();
-        let started = Instant::now();
-        let result = async {
+        self.audited(user, "DELE", &path, async {
             self.allow(user, Permission::Delete)?;
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::del(gcs, user, path.as_ref()).await;
@@ -533,17 +554,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             // missing file must be 550, so look first.
             store.head(&key).await.map_err(storage_error)?;
             store.delete(&key).await.map_err(storage_error)
-        }
-        .await;
-        self.audit(
-            user,
-            "DELE",
-            path.as_ref(),
-            0,
-            started,
-            &result.as_ref().map(|_| ()),
-        );
-        result
+        })
+        .await
     }
 
     async fn mkd<P: AsRef<Path> + Send + Debug>(
@@ -552,8 +564,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         path: P,
     ) -> StorageResult<()> {
         let path = path.as_ref().to_path_buf();
-        let started = Instant::now();
-        let result = async {
+        self.audited(user, "MKD", &path, async {
             self.allow(user, Permission::Mkdir)?;
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::mkd(gcs, user, path.as_ref(), self.settings.mkd_existing_ok)
@@ -581,17 +592,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             directories::make(&account.store, &key)
                 .await
                 .map_err(storage_error)
-        }
-        .await;
-        self.audit(
-            user,
-            "MKD",
-            path.as_ref(),
-            0,
-            started,
-            &result.as_ref().map(|_| ()),
-        );
-        result
+        })
+        .await
     }
 
     async fn rename<P: AsRef<Path> + Send + Debug>(
@@ -601,8 +603,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         to: P,
     ) -> StorageResult<()> {
         let (from, to) = (from.as_ref().to_path_buf(), to.as_ref().to_path_buf());
-        let started = Instant::now();
-        let result = async {
+        self.audited(user, "RNTO", &to, async {
             self.allow(user, Permission::Rename)?;
             if user.account.gcs_engine.is_some() {
                 return Err(sbe_gcs::unsupported("rename"));
@@ -647,17 +648,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                     .await
                 }
             }
-        }
-        .await;
-        self.audit(
-            user,
-            "RNTO",
-            to.as_ref(),
-            0,
-            started,
-            &result.as_ref().map(|_| ()),
-        );
-        result
+        })
+        .await
     }
 
     async fn rmd<P: AsRef<Path> + Send + Debug>(
@@ -666,8 +658,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         path: P,
     ) -> StorageResult<()> {
         let path = path.as_ref().to_path_buf();
-        let started = Instant::now();
-        let result = async {
+        self.audited(user, "RMD", &path, async {
             self.allow(user, Permission::Delete)?;
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::rmd(gcs, user, path.as_ref()).await;
@@ -681,17 +672,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 ));
             }
             directories::remove(&account.store, account.jail.root(), &key).await
-        }
-        .await;
-        self.audit(
-            user,
-            "RMD",
-            path.as_ref(),
-            0,
-            started,
-            &result.as_ref().map(|_| ()),
-        );
-        result
+        })
+        .await
     }
 
     async fn cwd<P: AsRef<Path> + Send + Debug>(
