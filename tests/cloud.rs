@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{emulator, payload, storage_for, Backend, Gateway, Process};
-use std::time::Duration;
+use common::{
+    emulator, emulator_put, payload, stor_then_kill, storage_for, Backend, Gateway, Process,
+};
 use tokio::io::AsyncWriteExt;
 
 const CLOUDS: [Backend; 2] = [Backend::S3, Backend::Azure];
@@ -109,19 +110,7 @@ async fn killed_client_leaves_nothing_in_the_bucket() {
             continue;
         };
         let prefix = gw.store.base.as_ref().to_string();
-        {
-            let mut ftp = gw.login("alice").await;
-            let mut stream = ftp.put_with_stream("half.bin").await.expect("STOR");
-            let chunk = payload(1 << 20, 3);
-            for _ in 0..50 {
-                stream.write_all(&chunk).await.expect("send");
-            }
-            stream.flush().await.expect("flush");
-            let _ =
-                socket2::SockRef::from(stream.get_mut().get_ref()).set_linger(Some(Duration::ZERO));
-            drop(stream);
-            drop(ftp);
-        }
+        stor_then_kill(gw.login("alice").await, "half.bin", &payload(50 << 20, 3)).await;
         gw.settle().await;
         let (_, objects) = emulator(&["list", cloud_name(backend), &prefix]);
         assert!(
@@ -153,23 +142,7 @@ async fn interoperates_with_other_tools() {
         let cloud = cloud_name(backend);
         let prefix = gw.store.base.as_ref().to_string();
         let key = |p: &str| bucket_key(&prefix, p);
-        // Written through the cloud's own SDK, as consoles and CLIs do.
-        let put = |k: String, data: &'static [u8]| {
-            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/emulator.py");
-            let mut child = std::process::Command::new("python3")
-                .args([script, "put", cloud, &k])
-                .stdin(std::process::Stdio::piped())
-                .spawn()
-                .expect("python3");
-            use std::io::Write;
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(data)
-                .expect("write");
-            assert!(child.wait().expect("wait").success());
-        };
+        let put = |k: String, data: &[u8]| emulator_put(cloud, &k, data);
         put(key("fx/a.txt"), b"from the sdk");
         put(key("fx/deep/no/markers/b.txt"), b"deep");
         match backend {

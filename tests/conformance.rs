@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{code_of, payload, Backend, Gateway, Options, TestUser};
+use common::{code_of, payload, stor_then_kill, Backend, Gateway, Options, TestUser};
 use object_store::ObjectStoreExt;
 use std::time::Duration;
 use suppaftp::tokio::AsyncFtpStream;
@@ -446,14 +446,7 @@ pub async fn aborted_upload_leaves_nothing(backend: Backend) {
     let mut ftp = gw.login("alice").await;
     put(&mut ftp, "keep.bin", b"original").await;
     for (name, size) in [("small.bin", 100_000usize), ("keep.bin", 12 << 20)] {
-        let mut ftp = gw.login("alice").await;
-        let mut stream = ftp.put_with_stream(name).await.expect("STOR");
-        stream.write_all(&payload(size, 6)).await.expect("write");
-        stream.flush().await.expect("flush");
-        // The client dies: data and control connections go at once.
-        let _ = socket2::SockRef::from(stream.get_mut().get_ref()).set_linger(Some(Duration::ZERO));
-        drop(stream);
-        drop(ftp);
+        stor_then_kill(gw.login("alice").await, name, &payload(size, 6)).await;
         gw.settle().await;
     }
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{code_of, payload, storage_for, Backend, Gateway, Options};
+use common::{code_of, payload, stor_then_kill, storage_for, Backend, Gateway, Options};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -294,17 +294,12 @@ async fn client_cut_at_any_point_leaves_nothing() {
         let data = payload(size, 5);
         for percent in [1usize, 50, 99] {
             let name = format!("cut-{percent}.bin");
-            let mut ftp = gw.login("alice").await;
-            let mut stream = ftp.put_with_stream(&name).await.expect("STOR");
-            stream
-                .write_all(&data[..size * percent / 100])
-                .await
-                .expect("send");
-            stream.flush().await.expect("flush");
-            let _ =
-                socket2::SockRef::from(stream.get_mut().get_ref()).set_linger(Some(Duration::ZERO));
-            drop(stream);
-            drop(ftp);
+            stor_then_kill(
+                gw.login("alice").await,
+                &name,
+                &data[..size * percent / 100],
+            )
+            .await;
             gw.settle().await;
             assert_eq!(
                 gw.object(&name).await,

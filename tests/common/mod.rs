@@ -609,31 +609,63 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
-/// Uploads an object through the GCS JSON API of the emulator (what
-/// `gsutil` and the console use), with curl.
-pub fn gcs_json_upload(key: &str, data: &[u8]) {
+/// Starts a STOR of `name`, sends `data`, then kills the client: the data
+/// connection is reset (linger 0, no FIN) and the control connection
+/// dropped at once, as when a device loses power or its process is killed.
+pub async fn stor_then_kill(mut ftp: AsyncFtpStream, name: &str, data: &[u8]) {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = ftp.put_with_stream(name).await.expect("STOR");
+    stream.write_all(data).await.expect("send");
+    stream.flush().await.expect("flush");
+    let _ = socket2::SockRef::from(stream.get_mut().get_ref()).set_linger(Some(Duration::ZERO));
+    drop(stream);
+    drop(ftp);
+}
+
+/// Runs `command` with `data` on its standard input; true when it exits 0.
+pub fn run_with_stdin(command: &mut std::process::Command, data: &[u8]) -> bool {
     use std::io::Write;
-    let endpoint = std::env::var("BUCKETFTP_TEST_GCS_ENDPOINT").expect("gcs endpoint");
-    let bucket = std::env::var("BUCKETFTP_TEST_GCS_BUCKET").unwrap_or_else(|_| "bucketftp".into());
-    let name: String =
-        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).collect();
-    let mut child = std::process::Command::new("curl")
-        .args(["-sSf", "-X", "POST", "--data-binary", "@-"])
-        .arg(format!(
-            "{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}"
-        ))
+    let mut child = command
         .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
         .spawn()
-        .expect("curl");
+        .unwrap_or_else(|e| panic!("{command:?}: {e}"));
     child
         .stdin
         .take()
         .expect("stdin")
         .write_all(data)
         .expect("write");
+    child.wait().expect("wait").success()
+}
+
+/// Puts an object through the cloud's own SDK (tests/clients/emulator.py),
+/// as consoles and CLIs do.
+pub fn emulator_put(cloud: &str, key: &str, data: &[u8]) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clients/emulator.py");
     assert!(
-        child.wait().expect("curl").success(),
+        run_with_stdin(
+            std::process::Command::new("python3").args([script, "put", cloud, key]),
+            data
+        ),
+        "{cloud} SDK put of {key}"
+    );
+}
+
+/// Uploads an object through the GCS JSON API of the emulator (what
+/// `gsutil` and the console use), with curl.
+pub fn gcs_json_upload(key: &str, data: &[u8]) {
+    let endpoint = std::env::var("BUCKETFTP_TEST_GCS_ENDPOINT").expect("gcs endpoint");
+    let bucket = std::env::var("BUCKETFTP_TEST_GCS_BUCKET").unwrap_or_else(|_| "bucketftp".into());
+    let name: String =
+        percent_encoding::utf8_percent_encode(key, percent_encoding::NON_ALPHANUMERIC).collect();
+    let url = format!("{endpoint}/upload/storage/v1/b/{bucket}/o?uploadType=media&name={name}");
+    assert!(
+        run_with_stdin(
+            std::process::Command::new("curl")
+                .args(["-sSf", "-X", "POST", "--data-binary", "@-", &url])
+                .stdout(std::process::Stdio::null()),
+            data
+        ),
         "GCS JSON upload of {key}"
     );
 }
