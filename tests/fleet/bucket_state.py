@@ -17,14 +17,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 
 def client():
-    import boto3
-    return boto3.client(
-        "s3",
-        endpoint_url=os.environ["BUCKETFTP_TEST_S3_ENDPOINT"],
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
+    # The same boto3 client the other emulator checks use.
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "clients"))
+    from emulator import s3
+
+    return s3()
 
 
 def digest(s3, bucket, key):
