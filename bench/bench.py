@@ -42,6 +42,9 @@ def targets(ctx):
         out.append(ratio_target(f"s3 {m} ≥ 0.9× boto3 direct", "s3", m, "boto3 direct", 0.9))
     out.append(ratio_target(f"s3 STOR {big} ≥ 1× rclone serve ftp", "s3", f"STOR {big}", "rclone serve ftp", 1.0))
     out.append(ratio_target(f"s3 RETR {big} ≥ 2× rclone serve ftp", "s3", f"RETR {big}", "rclone serve ftp", 2.0))
+    gcs_list = f"LIST {gcs.list_count(ctx):,} objects"
+    for m in (f"RETR {big}", f"RETR {small}", gcs_list):
+        out.append(ratio_target(f"gcs {m} ≥ 1× unftp-sbe-gcs", "gcs", m, "unftp-sbe-gcs", 1.0))
     out.append(
         memory_target(
             f"peak RSS, {n_up} concurrent uploads ≤ {n_up} × 2 parts + 50 MiB",

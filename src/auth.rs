@@ -383,9 +383,13 @@ impl Authenticator for Accounts {
                 let Ok(_slot) = self.verifications.acquire().await else {
                     return Err(refuse("server shutting down", username, ip));
                 };
-                tokio::task::spawn_blocking(move || verify(&hash, &password))
-                    .await
-                    .unwrap_or(false)
+                tokio::task::spawn_blocking(move || {
+                    let ok = verify(&hash, &password);
+                    crate::release_freed_memory();
+                    ok
+                })
+                .await
+                .unwrap_or(false)
             }
         };
         let Some(account) = account else {
