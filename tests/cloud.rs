@@ -298,3 +298,77 @@ async fn parallel_ranged_downloads_are_exact() {
         }
     }
 }
+
+/// Storage requests made so far, by operation, from the binary's metrics.
+async fn requests(gw: &Process) -> std::collections::BTreeMap<String, u64> {
+    let (_, metrics) = common::http_get(gw.http, "/metrics")
+        .await
+        .expect("metrics");
+    let mut out = std::collections::BTreeMap::new();
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("bucketftp_storage_operation_duration_seconds_count{"))
+    {
+        let op = line
+            .split("operation=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("operation label");
+        let n: u64 = line
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .expect("count");
+        *out.entry(op.to_string()).or_insert(0) += n;
+    }
+    out
+}
+
+/// A RETR of an object within one part is one GET: the parallel download's
+/// first range doubles as the HEAD (on real S3 every request is a round
+/// trip and a billed operation). A larger one is one GET per part, still
+/// without a HEAD; an empty object falls back to a plain GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn download_requests_per_object() {
+    for backend in CLOUDS {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let Some((url, options)) = storage_for(backend, dir.path(), "requests") else {
+            continue;
+        };
+        let mut args = Vec::new();
+        for (k, v) in &options {
+            args.push("--storage-option".to_string());
+            args.push(format!("{k}={v}"));
+        }
+        let gw =
+            Process::start_with(&url, &args, &[("BUCKETFTP__STORAGE__PART_SIZE", "5MiB")]).await;
+        let mut ftp = gw.login().await;
+        let small = payload(4096, 1);
+        let big = payload((12 << 20) + 3, 2); // three 5 MiB parts
+        for (name, data) in [("small.bin", &small), ("big.bin", &big)] {
+            let mut r = &data[..];
+            ftp.put_file(name, &mut r).await.expect("STOR");
+        }
+        ftp.put_file("empty.bin", &mut &b""[..])
+            .await
+            .expect("STOR empty");
+        for (name, data, gets, fallback) in [
+            ("small.bin", &small[..], 1, 0),
+            ("big.bin", &big[..], 3, 0),
+            ("empty.bin", &b""[..], 1, 1),
+        ] {
+            let before = requests(&gw).await;
+            let got = common::retr(&mut ftp, name).await;
+            assert_eq!(got, data, "{backend:?} {name}: bytes");
+            let after = requests(&gw).await;
+            let delta = |op: &str| after.get(op).unwrap_or(&0) - before.get(op).unwrap_or(&0);
+            assert_eq!(delta("head"), 0, "{backend:?} {name}: HEADs {after:?}");
+            // The empty object's ranged GET is refused (416), then one plain GET.
+            assert_eq!(
+                delta("get"),
+                gets + fallback,
+                "{backend:?} {name}: GETs {before:?} -> {after:?}"
+            );
+        }
+    }
+}

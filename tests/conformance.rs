@@ -8,28 +8,17 @@
 
 mod common;
 
-use common::{code_of, payload, stor_then_kill, Backend, Gateway, Options, TestUser};
+use common::{code_of, payload, retr as get, stor_then_kill, Backend, Gateway, Options, TestUser};
 use object_store::ObjectStoreExt;
 use std::time::Duration;
 use suppaftp::tokio::AsyncFtpStream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 async fn put(ftp: &mut AsyncFtpStream, path: &str, data: &[u8]) {
     let mut reader = data;
     ftp.put_file(path, &mut reader)
         .await
         .unwrap_or_else(|e| panic!("STOR {path}: {e}"));
-}
-
-async fn get(ftp: &mut AsyncFtpStream, path: &str) -> Vec<u8> {
-    let mut stream = ftp
-        .retr_as_stream(path)
-        .await
-        .unwrap_or_else(|e| panic!("RETR {path}: {e}"));
-    let mut out = Vec::new();
-    stream.read_to_end(&mut out).await.expect("read data");
-    stream.finish().await.expect("RETR completion reply");
-    out
 }
 
 fn names(lines: &[String]) -> Vec<String> {

@@ -3,9 +3,9 @@
 use crate::transfers::TransferGuard;
 use bytes::Bytes;
 use futures::stream::BoxStream;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore, ObjectStoreExt};
+use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -55,10 +55,13 @@ pub async fn open_range(
 /// Opens a cloud object from `offset` as `ahead` ranged GETs of `chunk`
 /// bytes running at once, delivered in order: one GET stream is limited by
 /// a single connection, where S3's own clients read several ranges in
-/// parallel. Memory stays below `(ahead + 1) × chunk` per download. Every
-/// range is read with `If-Match` on the ETag of the first look, so an object
-/// replaced mid-download fails the transfer instead of mixing versions.
-/// Objects within one chunk of the offset use a single plain GET.
+/// parallel. Memory stays below `(ahead + 1) × chunk` per download.
+///
+/// The first range is requested blind and its answer stands in for a HEAD:
+/// it carries the object's size and ETag, so an object within one chunk
+/// (most small files) costs one request, not two. Every later range is
+/// read with `If-Match` on that ETag, so an object replaced mid-download
+/// fails the transfer instead of mixing versions.
 pub async fn open_parallel(
     store: &Arc<dyn ObjectStore>,
     key: &ObjectPath,
@@ -69,32 +72,58 @@ pub async fn open_parallel(
     if ahead <= 1 || chunk == 0 {
         return open_range(store, key, offset, None).await;
     }
-    let meta = store.head(key).await?;
-    if meta.size.saturating_sub(offset) <= chunk {
-        return open_range(store, key, offset, None).await;
-    }
-    let size = meta.size;
-    let etag = meta.e_tag;
-    let ranges: Vec<std::ops::Range<u64>> = std::iter::successors(Some(offset), |s| {
-        Some(s + chunk).filter(|next| *next < size)
-    })
-    .map(|start| start..(start + chunk).min(size))
-    .collect();
+    let first_options = GetOptions {
+        range: Some(GetRange::Bounded(offset..offset.saturating_add(chunk))),
+        ..GetOptions::default()
+    };
+    let first = match store.get_opts(key, first_options).await {
+        Ok(first) => first,
+        // A zero-byte object has no range to serve (416), and a store
+        // that ignores ranges answers 200: a plain GET handles both.
+        Err(e) if range_not_served(&e) => return open_range(store, key, offset, None).await,
+        Err(e) => return Err(e),
+    };
+    let (size, etag, first_end) = (first.meta.size, first.meta.e_tag.clone(), first.range.end);
+    let step = usize::try_from(chunk).unwrap_or(usize::MAX);
+    let rest = (first_end..size)
+        .step_by(step)
+        .map(move |start| start..start.saturating_add(chunk).min(size));
     let (store, key) = (store.clone(), key.clone());
-    Ok(futures::stream::iter(ranges)
-        .map(move |range| {
-            let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
-            async move {
-                let options = GetOptions {
-                    range: Some(GetRange::Bounded(range)),
-                    if_match: etag,
-                    ..GetOptions::default()
-                };
-                store.get_opts(&key, options).await?.bytes().await
-            }
-        })
-        .buffered(ahead)
-        .boxed())
+    let first_part = async move { first.bytes().await }.boxed();
+    let parts = std::iter::once(first_part).chain(rest.map(move |range| {
+        let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
+        async move {
+            let options = GetOptions {
+                range: Some(GetRange::Bounded(range)),
+                if_match: etag,
+                ..GetOptions::default()
+            };
+            store.get_opts(&key, options).await?.bytes().await
+        }
+        .boxed()
+    }));
+    Ok(futures::stream::iter(parts).buffered(ahead).boxed())
+}
+
+/// True when a ranged GET failed only because the range could not be
+/// served: `416 Range Not Satisfiable` (the object is empty) or a `200`
+/// where a `206` was due. object_store keeps neither as a variant of its
+/// own (they arrive as `Generic` with the HTTP status in the message), so
+/// the message is what there is to go on; the zero-byte conformance test
+/// on every cloud emulator notices if it ever changes.
+fn range_not_served(err: &object_store::Error) -> bool {
+    if !matches!(err, object_store::Error::Generic { .. }) {
+        return false;
+    }
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cause {
+        let text = e.to_string();
+        if text.contains("416") || text.contains("non-partial response") {
+            return true;
+        }
+        cause = e.source();
+    }
+    false
 }
 
 /// Bytes per read from a local file.

@@ -609,6 +609,19 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
     Ok((status, body))
 }
 
+/// RETR of `path`, whole, after the completion reply.
+pub async fn retr(ftp: &mut AsyncFtpStream, path: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut stream = ftp
+        .retr_as_stream(path)
+        .await
+        .unwrap_or_else(|e| panic!("RETR {path}: {e}"));
+    let mut out = Vec::new();
+    stream.read_to_end(&mut out).await.expect("read data");
+    stream.finish().await.expect("RETR completion reply");
+    out
+}
+
 /// Starts a STOR of `name`, sends `data`, then kills the client: the data
 /// connection is reset (linger 0, no FIN) and the control connection
 /// dropped at once, as when a device loses power or its process is killed.
