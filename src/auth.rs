@@ -121,9 +121,12 @@ pub fn validate_hash(hash: &str) -> Result<(), HashError> {
 /// `hash-password` subcommand and for `--user NAME:PASSWORD`.
 pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Ok(argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)?
-        .to_string())
+    let hash = argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string());
+    // argon2id's ~19 MiB of blocks were just freed on this thread.
+    crate::release_freed_memory();
+    hash
 }
 
 /// Verifies in constant time (the hash libraries compare digests with
@@ -132,9 +135,12 @@ fn verify(hash: &str, password: &str) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else {
         return false;
     };
-    parsed
+    let ok = parsed
         .verify_password(&[&argon2::Argon2::default(), &pbkdf2::Pbkdf2], password)
-        .is_ok()
+        .is_ok();
+    // argon2id's ~19 MiB of blocks were just freed on this thread.
+    crate::release_freed_memory();
+    ok
 }
 
 /// A configured account, resolved at start-up.
@@ -383,13 +389,9 @@ impl Authenticator for Accounts {
                 let Ok(_slot) = self.verifications.acquire().await else {
                     return Err(refuse("server shutting down", username, ip));
                 };
-                tokio::task::spawn_blocking(move || {
-                    let ok = verify(&hash, &password);
-                    crate::release_freed_memory();
-                    ok
-                })
-                .await
-                .unwrap_or(false)
+                tokio::task::spawn_blocking(move || verify(&hash, &password))
+                    .await
+                    .unwrap_or(false)
             }
         };
         let Some(account) = account else {
