@@ -43,11 +43,7 @@ async fn large_upload_is_multipart_identical_and_bounded() {
             continue;
         };
         let prefix = url.splitn(4, '/').nth(3).unwrap_or("").to_string();
-        let mut args = Vec::new();
-        for (k, v) in &options {
-            args.push("--storage-option".to_string());
-            args.push(format!("{k}={v}"));
-        }
+        let args = opts(&options);
         let gw = Process::start_with(&url, &args, &[]).await;
         let mut ftp = gw.login().await;
         let data = payload(200 << 20, 11);
@@ -240,6 +236,7 @@ async fn wrong_bucket_or_credentials_fail_in_one_line() {
     }
 }
 
+/// `--storage-option KEY=VALUE` arguments for the binary.
 fn opts(options: &std::collections::BTreeMap<String, String>) -> Vec<String> {
     options
         .iter()
@@ -335,11 +332,7 @@ async fn download_requests_per_object() {
         let Some((url, options)) = storage_for(backend, dir.path(), "requests") else {
             continue;
         };
-        let mut args = Vec::new();
-        for (k, v) in &options {
-            args.push("--storage-option".to_string());
-            args.push(format!("{k}={v}"));
-        }
+        let args = opts(&options);
         let gw =
             Process::start_with(&url, &args, &[("BUCKETFTP__STORAGE__PART_SIZE", "5MiB")]).await;
         let mut ftp = gw.login().await;

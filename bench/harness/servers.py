@@ -16,6 +16,7 @@ PASSIVE = {
     "bucketftp": (40000, 40999),
     "vsftpd": (41000, 41999),
     "rclone": (42000, 42999),
+    "unftp-sbe-gcs": (43000, 43999),
 }
 
 S3_ACCESS_KEY = "test"
@@ -41,10 +42,11 @@ class FtpEndpoint:
         return f"ftp://{quote(self.user, safe='')}:{quote(self.password, safe='')}@{self.host}:{self.port}{path}"
 
 
-def start_bucketftp(binary, storage_url, options, workdir, name="bucketftp", env=None):
-    """bucketftp with one full-access user; `options` are --storage-option pairs."""
+def start_bucketftp(binary, storage_url, options, workdir, name="bucketftp", env=None, passive=None):
+    """bucketftp with one full-access user; `options` are --storage-option
+    pairs; `passive` a (low, high) port range other than the default one."""
     port = free_port()
-    low, high = PASSIVE["bucketftp"]
+    low, high = passive or PASSIVE["bucketftp"]
     argv = [
         binary,
         "--listen", f"127.0.0.1:{port}",
@@ -183,20 +185,8 @@ def start_bucketftp_sbe_gcs(binary, storage_url, options, workdir, name="unftp-s
     (set through the environment, BUCKETFTP__STORAGE__ENGINE), on its own
     passive range (43000-43999) so that it never races the object_store
     instance started next to it for a port."""
-    port = free_port()
-    argv = [
-        binary,
-        "--listen", f"127.0.0.1:{port}",
-        "--http", "off",
-        "--storage", storage_url,
-        "--user", f"{USER}:{PASSWORD}",
-        "--passive-ports", "43000-43999",
-    ]
-    for key, value in options.items():
-        argv += ["--storage-option", f"{key}={value}"]
-    env = {"BUCKETFTP__STORAGE__ENGINE": "unftp-sbe-gcs"}
-    server = Server(name, argv, os.path.join(workdir, f"{name}.log"), env=env, port=port)
-    return FtpEndpoint(name, server, USER, PASSWORD)
+    return start_bucketftp(binary, storage_url, options, workdir, name=name,
+                           env={"BUCKETFTP__STORAGE__ENGINE": "unftp-sbe-gcs"}, passive=PASSIVE["unftp-sbe-gcs"])
 
 
 def fake_gcs_binary():
