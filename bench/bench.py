@@ -2,6 +2,7 @@
 bench/run.sh, which installs and builds what this drives).
 
     bench.py [--quick] [--rounds N] [local] [s3] [gcs] [list] [memory]
+    bench.py --report RUN.json [RUN.json …]   (merge earlier runs, run nothing)
 
 Each scenario runs its contenders alternately, round after round, and the
 table shows medians with ratios to the peers measured in the same run.
@@ -9,15 +10,18 @@ table shows medians with ratios to the peers measured in the same run.
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import sys
 import tempfile
+import types
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from harness.context import Context  # noqa: E402
 from harness.results import (  # noqa: E402
+    Results,
     chart,
     memory_target,
     ratio_target,
@@ -81,6 +85,78 @@ def machine():
     return f"{os.cpu_count()} CPU ({cpu}), {mem:.0f} GiB RAM, load average {os.getloadavg()[0]:.1f} at start"
 
 
+def publish(ctx, results, mode, rounds, failures, out_dir, log=None):
+    """Prints the table, the targets and the notes, and writes them (.md),
+    the raw samples (.json) and the chart (.png) to `out_dir`."""
+    log = log or ctx.log
+    report = [
+        f"bucketftp benchmark ({mode}, {rounds} rounds, medians), {datetime.datetime.now():%Y-%m-%d %H:%M}",
+        f"machine: {results.config.get('machine', '?')}",
+        "",
+        results.table(),
+        "",
+        "Targets" + (" (quick mode: sizes are smaller than the targets are stated for)" if ctx.quick else ""),
+        "",
+        report_targets(results, targets(ctx)),
+    ]
+    if results.notes:
+        report += ["", "Notes:"] + [f"- {n}" for n in results.notes]
+    if failures:
+        report += ["", "FAILED scenarios:"] + [f"- {f}" for f in failures]
+    text = "\n".join(report)
+    print(text)
+    os.makedirs(out_dir, exist_ok=True)
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    with open(os.path.join(out_dir, f"{stamp}-{mode}.md"), "w") as f:
+        f.write(text + "\n")
+    with open(os.path.join(out_dir, f"{stamp}-{mode}.json"), "w") as f:
+        f.write(results.to_json() + "\n")
+    png = os.path.join(out_dir, f"{stamp}-{mode}.png")
+    title = f"bucketftp ÷ peers, {mode} run, {rounds} rounds (medians), {datetime.datetime.now():%Y-%m-%d}"
+    if chart(results, targets(ctx), png, title):
+        log(f"chart: {png}")
+    else:
+        log("chart: not drawn (no ratios, or matplotlib missing: pip install matplotlib)")
+
+
+def report_only(paths, out_dir):
+    """`--report`: no run; the samples of earlier runs (their .json files,
+    e.g. one run of `local s3 memory` and one of `gcs list`) merged into one
+    table, target list and chart. Each ratio still compares contenders of
+    the same run: a scenario comes whole (rows and notes) from the last
+    file that has it."""
+    merged = Results()
+    runs = []
+    for path in paths:
+        with open(path) as f:
+            data = json.load(f)
+        loaded = Results.from_json(data)
+        scenarios = {row.scenario for row in loaded.rows.values()}
+        merged.rows = {k: r for k, r in merged.rows.items() if r.scenario not in scenarios}
+        merged.rows.update(loaded.rows)
+        merged.notes = [n for n in merged.notes if n.split(":", 1)[0] not in scenarios]
+        merged.notes += loaded.notes
+        merged.config = {**data.get("config", {}), **merged.config}
+        runs.append(data.get("config", {}))
+    order = list(SCENARIOS)
+    merged.rows = dict(sorted(merged.rows.items(),
+                              key=lambda kv: order.index(kv[1].scenario) if kv[1].scenario in order else len(order)))
+    quick = any(c.get("quick") for c in runs)
+    rounds = min((c.get("rounds", 0) for c in runs), default=0)
+    merged.config["merged_from"] = [os.path.basename(p) for p in paths]
+    ctx = types.SimpleNamespace(
+        quick=quick,
+        sizes=runs[0].get("sizes") if runs else {},
+        memory_store=next((c["memory_store"] for c in runs if "memory_store" in c), "s3"),
+    )
+
+    def log(msg):
+        print(msg, file=sys.stderr)
+
+    publish(ctx, merged, ("quick" if quick else "full") + "-merged", rounds, [], out_dir, log=log)
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenarios", nargs="*", metavar="SCENARIO",
@@ -92,7 +168,12 @@ def main():
     p.add_argument("--workdir", help="scratch directory (default: a new one under $TMPDIR, removed at the end)")
     p.add_argument("--results", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"),
                    help="where to write the table and the raw samples")
+    p.add_argument("--report", nargs="+", metavar="JSON",
+                   help="run nothing: merge the raw samples of earlier runs (bench/results/*.json) "
+                        "into one table, target list and chart")
     args = p.parse_args()
+    if args.report:
+        return report_only(args.report, args.results)
     unknown = [s for s in args.scenarios if s not in SCENARIOS]
     if unknown:
         p.error(f"unknown scenario(s) {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
@@ -108,6 +189,7 @@ def main():
     ctx.memory_store = args.memory_store
     ctx.results.config["machine"] = machine()
     ctx.results.config["scenarios"] = chosen
+    ctx.results.config["memory_store"] = args.memory_store
     failures = []
     try:
         for name in chosen:
@@ -124,34 +206,7 @@ def main():
             ctx.log(f"kept {args.workdir} (server logs: *.log) for the failures below")
 
     mode = "quick" if args.quick else "full"
-    report = [
-        f"bucketftp benchmark ({mode}, {args.rounds} rounds, medians), {datetime.datetime.now():%Y-%m-%d %H:%M}",
-        f"machine: {ctx.results.config['machine']}",
-        "",
-        ctx.results.table(),
-        "",
-        "Targets" + (" (quick mode: sizes are smaller than the targets are stated for)" if args.quick else ""),
-        "",
-        report_targets(ctx.results, targets(ctx)),
-    ]
-    if ctx.results.notes:
-        report += ["", "Notes:"] + [f"- {n}" for n in ctx.results.notes]
-    if failures:
-        report += ["", "FAILED scenarios:"] + [f"- {f}" for f in failures]
-    text = "\n".join(report)
-    print(text)
-    os.makedirs(args.results, exist_ok=True)
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    with open(os.path.join(args.results, f"{stamp}-{mode}.md"), "w") as f:
-        f.write(text + "\n")
-    with open(os.path.join(args.results, f"{stamp}-{mode}.json"), "w") as f:
-        f.write(ctx.results.to_json() + "\n")
-    png = os.path.join(args.results, f"{stamp}-{mode}.png")
-    title = f"bucketftp ÷ peers, {mode} run, {args.rounds} rounds (medians), {datetime.datetime.now():%Y-%m-%d}"
-    if chart(ctx.results, targets(ctx), png, title):
-        ctx.log(f"chart: {png}")
-    else:
-        ctx.log("chart: not drawn (no ratios, or matplotlib missing: pip install matplotlib)")
+    publish(ctx, ctx.results, mode, args.rounds, failures, args.results)
     return 1 if failures else 0
 
 

@@ -66,6 +66,24 @@ class Results:
         row.cpus.append(cpu_s)
         row.emulator_cpus.append(emulator_cpu_s)
 
+    @classmethod
+    def from_json(cls, data):
+        """The samples `to_json` wrote (for `bench.py --report`)."""
+        res = cls()
+        res.config = data.get("config", {})
+        res.notes = list(data.get("notes", []))
+        for r in data["rows"]:
+            # Files written before the flag was recorded: a speed has "/s"
+            # in its unit; times (s, ms) and sizes (MiB) are better lower.
+            better = r.get("higher_is_better", "/s" in r["unit"])
+            n = len(r["values"])
+            for i, v in enumerate(r["values"]):
+                res.add(r["scenario"], r["measure"], r["contender"], v, r["unit"], better,
+                        peak_mib=(r.get("peak_mib") or [None] * n)[i],
+                        cpu_s=(r.get("cpu_s") or [None] * n)[i],
+                        emulator_cpu_s=(r.get("emulator_cpu_s") or [None] * n)[i])
+        return res
+
     def note(self, text):
         self.notes.append(text)
 
@@ -108,6 +126,7 @@ class Results:
                         "measure": r.measure,
                         "contender": r.contender,
                         "unit": r.unit,
+                        "higher_is_better": r.higher_is_better,
                         "values": r.values,
                         "median": r.median(),
                         "peak_mib": r.peaks,

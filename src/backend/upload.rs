@@ -44,8 +44,13 @@ impl UploadSettings {
     }
 }
 
-/// Size of the allocations data-connection reads go into.
-const READ_CHUNK: usize = 256 * 1024;
+/// Size of the allocations data-connection reads go into. A part holds
+/// slices of these, and an allocation lives until its last slice is freed,
+/// so each upload carries about two of them beyond its parts (the one being
+/// filled, and the one shared across a part boundary). 32 concurrent
+/// uploads peaked at 636 MiB with 1 MiB, 588 with 256 KiB and 556 with
+/// 64 KiB (docs/benchmarks.md); a socket read rarely returns more anyway.
+const READ_CHUNK: usize = 64 * 1024;
 /// Below this much spare room, start a fresh read allocation.
 const MIN_READ: usize = 16 * 1024;
 
