@@ -125,8 +125,21 @@ pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string());
     // argon2id's ~19 MiB of blocks were just freed on this thread.
-    crate::release_freed_memory();
+    release_freed_memory();
     hash
+}
+
+/// Returns the memory this thread just freed to the operating system.
+/// mimalloc (the binary's allocator) otherwise keeps freed pages until the
+/// thread allocates again, which a blocking-pool thread that just hashed or
+/// verified an argon2id password (~19 MiB freed) may never do: a burst of
+/// logins left tens of MiB resident for good (docs/benchmarks.md). Under
+/// another allocator (the test harness) this touches only mimalloc's own
+/// empty heap.
+fn release_freed_memory() {
+    // SAFETY: mi_collect has no preconditions; it may be called from any
+    // thread at any time.
+    unsafe { libmimalloc_sys::mi_collect(true) }
 }
 
 /// Verifies in constant time (the hash libraries compare digests with
@@ -139,7 +152,7 @@ fn verify(hash: &str, password: &str) -> bool {
         .verify_password(&[&argon2::Argon2::default(), &pbkdf2::Pbkdf2], password)
         .is_ok();
     // argon2id's ~19 MiB of blocks were just freed on this thread.
-    crate::release_freed_memory();
+    release_freed_memory();
     ok
 }
 

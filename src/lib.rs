@@ -305,16 +305,3 @@ pub async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
-
-/// Returns memory this thread freed to the operating system now. mimalloc
-/// (the binary's allocator) otherwise keeps freed pages until the thread
-/// allocates again, and a blocking-pool thread that just verified an
-/// argon2id hash may not: each verification frees ~19 MiB, and a burst of
-/// logins left tens of MiB resident for good (docs/benchmarks.md). When the
-/// process runs on another allocator (the test harness), this touches only
-/// mimalloc's own empty heap.
-pub fn release_freed_memory() {
-    // SAFETY: mi_collect has no preconditions; it may be called from any
-    // thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}

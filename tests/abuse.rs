@@ -189,13 +189,7 @@ async fn round_trip(ftp: &mut AsyncFtpStream, name: &str, size: usize, seed: u64
     ftp.put_file(name, &mut reader)
         .await
         .unwrap_or_else(|e| panic!("STOR {name}: {e}"));
-    let mut stream = ftp
-        .retr_as_stream(name)
-        .await
-        .unwrap_or_else(|e| panic!("RETR {name}: {e}"));
-    let mut back = Vec::new();
-    stream.read_to_end(&mut back).await.expect("read data");
-    stream.finish().await.expect("226 after RETR");
+    let back = common::retr(ftp, name).await;
     assert!(
         back == data,
         "{name}: {} bytes back, {size} sent",

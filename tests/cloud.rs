@@ -286,11 +286,7 @@ async fn parallel_ranged_downloads_are_exact() {
         let mut ftp = gw.login("alice").await;
         for offset in [0usize, 1, 5 << 20, (7 << 20) + 3, data.len() - 10] {
             ftp.resume_transfer(offset).await.expect("REST");
-            let mut stream = ftp.retr_as_stream("r.bin").await.expect("RETR");
-            let mut got = Vec::new();
-            use tokio::io::AsyncReadExt;
-            stream.read_to_end(&mut got).await.expect("read");
-            stream.finish().await.expect("226");
+            let got = common::retr(&mut ftp, "r.bin").await;
             assert!(got == data[offset..], "{backend:?} from {offset}");
         }
     }

@@ -118,7 +118,7 @@ fn range_not_served(err: &object_store::Error) -> bool {
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cause {
         let text = e.to_string();
-        if text.contains("416") || text.contains("non-partial response") {
+        if text.contains("416 Range Not Satisfiable") || text.contains("non-partial response") {
             return true;
         }
         cause = e.source();

@@ -144,7 +144,6 @@ impl ObjectBackend {
         }
     }
 
-    /// One audit record per finished operation, at info level.
     /// Times a command that moves no bytes and writes its audit line, so
     /// DELE, MKD, RNTO and RMD report alike.
     async fn audited<T>(
@@ -167,6 +166,7 @@ impl ObjectBackend {
         result
     }
 
+    /// One audit record per finished operation, at info level.
     fn audit(
         &self,
         user: &SessionUser,
