@@ -76,6 +76,8 @@ pub struct RawConfig {
     pub auth: RawAuth,
     /// `[[users]]`
     pub users: Vec<RawUser>,
+    /// `[events]`
+    pub events: RawEvents,
 }
 
 /// `[server]` as written.
@@ -183,6 +185,8 @@ pub struct RawStorage {
     pub storage_class: String,
     /// Ranged GETs (one part_size each) in flight per cloud download; 1 = one plain GET.
     pub download_concurrency: usize,
+    /// Content-Type of new objects: auto (from the file name) or none.
+    pub content_type: String,
 }
 
 impl Default for RawStorage {
@@ -198,6 +202,41 @@ impl Default for RawStorage {
             retry_timeout: "30s".into(),
             storage_class: String::new(),
             download_concurrency: 8,
+            content_type: "auto".into(),
+        }
+    }
+}
+
+/// `[events]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawEvents {
+    /// http(s) URL that receives a CloudEvents POST per committed upload; empty = off.
+    pub webhook_url: String,
+    /// Header that carries the webhook credential.
+    pub auth_header: String,
+    /// The header's value; prefer BUCKETFTP__EVENTS__AUTH_VALUE or auth_value_file to the file.
+    pub auth_value: String,
+    /// File holding the header's value (e.g. a mounted secret).
+    pub auth_value_file: String,
+    /// Events waiting for delivery at most; more are dropped and counted.
+    pub queue_size: usize,
+    /// Timeout of one POST.
+    pub timeout: String,
+    /// Keep retrying an event this long, then drop it.
+    pub retry_for: String,
+}
+
+impl Default for RawEvents {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            auth_header: "Authorization".into(),
+            auth_value: String::new(),
+            auth_value_file: String::new(),
+            queue_size: 10_000,
+            timeout: "10s".into(),
+            retry_for: "1h".into(),
         }
     }
 }
@@ -376,6 +415,34 @@ pub struct StorageConfig {
     pub storage_class: Option<String>,
     /// Ranged GETs (one part_size each) in flight per cloud download; 1 = one plain GET.
     pub download_concurrency: usize,
+    /// Content-Type of new objects: from the file name, or none.
+    pub content_types: crate::integrity::ContentTypes,
+}
+
+/// `[events]`, validated: where upload events go.
+#[derive(Clone)]
+pub struct EventsConfig {
+    /// The webhook.
+    pub webhook_url: Url,
+    /// Header name and value carrying the credential.
+    pub auth: Option<(String, String)>,
+    /// Events waiting for delivery at most.
+    pub queue_size: usize,
+    /// Timeout of one POST.
+    pub timeout: Duration,
+    /// Keep retrying an event this long.
+    pub retry_for: Duration,
+}
+
+impl std::fmt::Debug for EventsConfig {
+    // Hand-written so the credential never reaches a log line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventsConfig")
+            .field("webhook_url", &self.webhook_url.as_str())
+            .field("auth", &self.auth.as_ref().map(|(name, _)| name))
+            .field("queue_size", &self.queue_size)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Which code talks to the store.
@@ -466,6 +533,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Accounts.
     pub users: Vec<UserConfig>,
+    /// Upload events (`None`: no webhook).
+    pub events: Option<EventsConfig>,
 }
 
 /// Flags that override the file (the quick-start contract).
@@ -604,6 +673,17 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "storage.download_concurrency",
             raw.storage.download_concurrency,
         )?,
+        content_types: match raw.storage.content_type.as_str() {
+            "auto" => crate::integrity::ContentTypes::Auto,
+            "none" => crate::integrity::ContentTypes::None,
+            other => {
+                return Err(invalid(
+                    "storage.content_type",
+                    other,
+                    "expected \"auto\" or \"none\"",
+                ))
+            }
+        },
         storage_class: (!raw.storage.storage_class.is_empty())
             .then(|| raw.storage.storage_class.clone()),
         retry: crate::store_url::Retry {
@@ -726,6 +806,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             tls_required: u.tls_required,
         });
     }
+    let events = parse_events(&raw.events)?;
     Ok(Config {
         server,
         http,
@@ -734,7 +815,63 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         tls,
         auth,
         users,
+        events,
     })
+}
+
+fn parse_events(raw: &RawEvents) -> Result<Option<EventsConfig>, ConfigError> {
+    if raw.webhook_url.is_empty() {
+        return Ok(None);
+    }
+    let webhook_url = Url::parse(&raw.webhook_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .ok_or_else(|| {
+            invalid(
+                "events.webhook_url",
+                &raw.webhook_url,
+                "expected an http:// or https:// URL",
+            )
+        })?;
+    let value = if !raw.auth_value_file.is_empty() {
+        let text = std::fs::read_to_string(&raw.auth_value_file).map_err(|e| {
+            invalid(
+                "events.auth_value_file",
+                &raw.auth_value_file,
+                format!("cannot read: {e}"),
+            )
+        })?;
+        text.trim_end_matches(['\r', '\n']).to_string()
+    } else {
+        raw.auth_value.clone()
+    };
+    let auth = if value.is_empty() {
+        None
+    } else {
+        // Never echo the value: it is a credential.
+        if reqwest::header::HeaderValue::from_str(&value).is_err() {
+            return Err(invalid(
+                "events.auth_value",
+                "<redacted>",
+                "not a valid HTTP header value",
+            ));
+        }
+        if reqwest::header::HeaderName::from_bytes(raw.auth_header.as_bytes()).is_err() {
+            return Err(invalid(
+                "events.auth_header",
+                &raw.auth_header,
+                "not a valid HTTP header name",
+            ));
+        }
+        Some((raw.auth_header.clone(), value))
+    };
+    Ok(Some(EventsConfig {
+        webhook_url,
+        auth,
+        queue_size: positive("events.queue_size", raw.queue_size)?,
+        timeout: parse_duration("events.timeout", &raw.timeout)?,
+        retry_for: parse_duration("events.retry_for", &raw.retry_for)?,
+    }))
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
@@ -914,6 +1051,16 @@ mod tests {
                 "1MiB",
             ),
             ("[log]\nformat = \"xml\"", "log.format", "xml"),
+            (
+                "[storage]\ncontent_type = \"guess\"",
+                "storage.content_type",
+                "guess",
+            ),
+            (
+                "[events]\nwebhook_url = \"ftp://x\"",
+                "events.webhook_url",
+                "ftp://x",
+            ),
             (
                 "[tls]\ncert = \"/nonexistent\"\nkey = \"/nonexistent\"",
                 "tls.cert",

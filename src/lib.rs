@@ -15,6 +15,10 @@
 //! - [`server`]: the FTP accept loop and session limits.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: Prometheus metrics.
+//! - [`integrity`]: digests computed while uploads stream, stored as object
+//!   metadata; `Content-Type` from names; on-demand digests.
+//! - [`local_attributes`]: object attributes as xattrs on `file://`.
+//! - [`events`]: a CloudEvents webhook per committed upload.
 //!
 //! The binary (`src/main.rs`) only parses flags and calls [`run`]; tests call
 //! [`run`] in-process with listeners bound to port 0.
@@ -24,8 +28,11 @@
 pub mod auth;
 pub mod backend;
 pub mod config;
+pub mod events;
 pub mod http;
 pub mod instrumented;
+pub mod integrity;
+pub mod local_attributes;
 pub mod metrics;
 pub mod paths;
 pub mod server;
@@ -80,6 +87,9 @@ pub enum RunError {
     /// Hashing failed (no OS randomness).
     #[error("cannot prepare password verification: {0}")]
     Hash(String),
+    /// The upload-event sender could not start.
+    #[error("events")]
+    Events(#[source] events::EventsError),
 }
 
 /// The error and its causes on one line: `a: b: c`.
@@ -254,12 +264,20 @@ pub async fn serve(
             })?;
     }
     let config = Arc::new(config);
+    let events = config
+        .events
+        .as_ref()
+        .map(events::Events::start)
+        .transpose()
+        .map_err(RunError::Events)?;
     let settings = Arc::new(BackendSettings {
         upload: UploadSettings {
             part_size: config.storage.part_size,
             concurrency: config.storage.upload_concurrency,
             idle_timeout: config.server.idle_timeout,
             storage_class: config.storage.storage_class.clone(),
+            content_types: config.storage.content_types,
+            events: events.clone(),
         },
         rename_limit: config.storage.rename_limit,
         mkd_existing_ok: config.server.mkd_existing_ok,
@@ -298,6 +316,9 @@ pub async fn serve(
         .serve(listeners.ftp, async move { stop.cancelled().await })
         .await;
     health.set_accepting(false);
+    if let Some(events) = &events {
+        events.drain(config.server.shutdown_grace).await;
+    }
     stop_http.cancel();
     if let Some(task) = http_task {
         let _ = task.await;

@@ -57,6 +57,10 @@ lazy!(MULTIPART: IntCounter = register_int_counter!("bucketftp_multipart_uploads
 lazy!(PARTS: IntCounter = register_int_counter!("bucketftp_multipart_parts_total", "Multipart parts uploaded"));
 lazy!(STORAGE_SECONDS_H: HistogramVec = register_histogram_vec!("bucketftp_storage_operation_duration_seconds", "Latency of object-store requests by operation and outcome", &["backend", "operation", "outcome"], STORAGE_SECONDS.to_vec()));
 lazy!(STORAGE_ERRORS: IntCounterVec = register_int_counter_vec!("bucketftp_storage_errors_total", "Object-store errors by operation and kind", &["backend", "operation", "kind"]));
+lazy!(EVENTS_QUEUED: IntGauge = register_int_gauge!("bucketftp_events_queue_depth", "Upload events waiting for or in webhook delivery"));
+lazy!(EVENTS_DELIVERED: IntCounter = register_int_counter!("bucketftp_events_delivered_total", "Upload events the webhook accepted (2xx)"));
+lazy!(EVENTS_FAILED: IntCounter = register_int_counter!("bucketftp_events_delivery_failures_total", "Webhook delivery attempts that failed and will be retried"));
+lazy!(EVENTS_DROPPED: IntCounterVec = register_int_counter_vec!("bucketftp_events_dropped_total", "Upload events never delivered, by reason (queue_full, expired, rejected)", &["reason"]));
 lazy!(READY: IntGauge = register_int_gauge!("bucketftp_ready", "1 when the storage is reachable and the server accepts sessions"));
 
 /// Touches every metric so the exposition lists them from the start (a
@@ -71,6 +75,12 @@ pub fn init() {
     LazyLock::force(&MULTIPART);
     LazyLock::force(&PARTS);
     LazyLock::force(&READY);
+    LazyLock::force(&EVENTS_QUEUED);
+    LazyLock::force(&EVENTS_DELIVERED);
+    LazyLock::force(&EVENTS_FAILED);
+    for reason in ["queue_full", "expired", "rejected"] {
+        EVENTS_DROPPED.with_label_values(&[reason]);
+    }
     for d in ["upload", "download"] {
         TRANSFERS_ACTIVE.with_label_values(&[d]);
         for o in ["success", "failure"] {
@@ -175,6 +185,26 @@ pub fn storage_op(
             .with_label_values(&[backend, operation, kind])
             .inc();
     }
+}
+
+/// An upload event entered (`+1`) or left (`-1`) the webhook queue.
+pub fn events_queued(delta: i64) {
+    EVENTS_QUEUED.add(delta);
+}
+
+/// The webhook accepted an event.
+pub fn event_delivered() {
+    EVENTS_DELIVERED.inc();
+}
+
+/// A webhook delivery attempt failed (it will be retried).
+pub fn event_attempt_failed() {
+    EVENTS_FAILED.inc();
+}
+
+/// An event will never be delivered.
+pub fn event_dropped(reason: &'static str) {
+    EVENTS_DROPPED.with_label_values(&[reason]).inc();
 }
 
 /// Readiness as a gauge, for alerting.

@@ -155,7 +155,10 @@ pub fn open_store(
             let fs =
                 Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(StoreUrlError::Build)?);
             Ok(OpenedStore {
-                store: instrumented(fs.clone(), "file"),
+                store: instrumented(
+                    Arc::new(crate::local_attributes::XattrStore::new(fs.clone())),
+                    "file",
+                ),
                 base: ObjectPath::ROOT,
                 kind: StoreKind::Local { root, fs },
                 display_url,

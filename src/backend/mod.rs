@@ -15,6 +15,7 @@
 //! | MKD / RMD      | `dir/` marker object (a real directory on `file://`)     |
 //! | RNFR/RNTO      | `rename` (copy + delete on clouds), per object for dirs  |
 
+mod checksums;
 mod directories;
 pub mod download;
 pub mod reply_codes;
@@ -36,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use unftp_core::storage::{
     Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Metadata, Permissions,
-    Result as StorageResult, StorageBackend, FEATURE_RESTART,
+    Result as StorageResult, StorageBackend, FEATURE_RESTART, FEATURE_SITEMD5,
 };
 use upload::{UploadError, UploadSettings};
 
@@ -301,7 +302,18 @@ impl StorageBackend<SessionUser> for ObjectBackend {
     }
 
     fn supported_features(&self) -> u32 {
-        FEATURE_RESTART
+        FEATURE_RESTART | FEATURE_SITEMD5
+    }
+
+    /// `SITE MD5`: MD5 is not computed during uploads (it would triple their
+    /// hashing cost), so it is computed by streaming the object.
+    async fn md5<P: AsRef<Path> + Send + Debug>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> StorageResult<String> {
+        self.checksum(user, path.as_ref(), crate::integrity::Algorithm::Md5)
+            .await
     }
 
     async fn metadata<P: AsRef<Path> + Send + Debug>(
@@ -511,16 +523,22 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 None
             };
             let guard = self.begin(Direction::Upload)?;
-            let received = upload::upload(
+            let target = upload::UploadTarget {
                 store,
                 key,
+                store_url: user.account.store.display_url.clone(),
+                user: user.account.name.clone(),
+            };
+            let received = upload::upload(
+                target,
                 existing,
                 input,
                 self.settings.upload.clone(),
                 &self.session,
                 &guard,
             )
-            .await;
+            .await
+            .map(|committed| committed.received);
             crate::metrics::upload_finished(
                 received.is_ok(),
                 started.elapsed(),

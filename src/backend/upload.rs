@@ -8,7 +8,19 @@
 //! only when the multipart upload (or the PUT) completes, and every failure
 //! path — client gone, back-end error, shutdown, or the future being dropped —
 //! aborts the multipart upload so no orphaned parts remain.
+//!
+//! Every byte written (the kept head of a REST/APPE included) also goes
+//! through [`UploadDigests`], so the SHA-256 and CRC-32 of the whole object
+//! are known at commit: a single PUT carries them as user metadata; a
+//! multipart upload hands them to the store at completion through
+//! [`CompletionAttributes`] (honoured on `file://`, see
+//! [`crate::local_attributes`]). The commit is also the one place an upload
+//! event is emitted ([`crate::events`]): after the store confirmed it, never
+//! for an aborted or failed upload.
 
+use crate::events::{Events, ObjectCreated};
+use crate::integrity::{ContentDigests, ContentTypes, UploadDigests};
+use crate::local_attributes::CompletionAttributes;
 use crate::transfers::{SessionContext, TransferGuard};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
@@ -31,17 +43,48 @@ pub struct UploadSettings {
     /// Storage class for new objects (`STANDARD_IA`, `NEARLINE`, `Cool`, …),
     /// passed to the store as is; `None` = the bucket's default.
     pub storage_class: Option<String>,
+    /// Whether new objects get a `Content-Type` from their name.
+    pub content_types: ContentTypes,
+    /// Where upload events go (`None`: no webhook configured).
+    pub events: Option<Events>,
 }
 
 impl UploadSettings {
-    /// Attributes every new object gets.
-    fn attributes(&self) -> object_store::Attributes {
+    /// Attributes every new object named `key` gets before its content is
+    /// known.
+    fn attributes(&self, key: &ObjectPath) -> object_store::Attributes {
         let mut attributes = object_store::Attributes::new();
         if let Some(class) = &self.storage_class {
             attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
         }
+        if let Some(mime) = self.content_types.for_key(key.as_ref()) {
+            attributes.insert(object_store::Attribute::ContentType, mime.into());
+        }
         attributes
     }
+}
+
+/// Where an upload goes and on whose behalf (for its event).
+#[derive(Debug, Clone)]
+pub struct UploadTarget {
+    /// The store.
+    pub store: Arc<dyn ObjectStore>,
+    /// The object's key.
+    pub key: ObjectPath,
+    /// The store's URL without credentials.
+    pub store_url: String,
+    /// The login name.
+    pub user: String,
+}
+
+/// What a committed upload wrote.
+#[derive(Debug, Clone)]
+pub struct Committed {
+    /// Bytes received from the client (the object also holds the kept head
+    /// of a REST/APPE).
+    pub received: u64,
+    /// Size and digests of the whole object.
+    pub digests: ContentDigests,
 }
 
 /// Size of the allocations data-connection reads go into. A part holds
@@ -90,6 +133,8 @@ struct PartSink {
     key: ObjectPath,
     settings: UploadSettings,
     state: Option<SinkState>,
+    /// Filled with the digests just before a multipart upload completes.
+    late: CompletionAttributes,
 }
 
 enum SinkState {
@@ -105,6 +150,7 @@ impl PartSink {
             key,
             settings,
             state: Some(SinkState::Buffering(Vec::new(), 0)),
+            late: CompletionAttributes::default(),
         }
     }
 
@@ -119,16 +165,12 @@ impl PartSink {
                 Ok(())
             }
             Some(SinkState::Buffering(chunks, _)) => {
-                let upload = self
-                    .store
-                    .put_multipart_opts(
-                        &self.key,
-                        object_store::PutMultipartOptions {
-                            attributes: self.settings.attributes(),
-                            ..Default::default()
-                        },
-                    )
-                    .await?;
+                let mut options = object_store::PutMultipartOptions {
+                    attributes: self.settings.attributes(&self.key),
+                    ..Default::default()
+                };
+                options.extensions.insert(self.late.clone());
+                let upload = self.store.put_multipart_opts(&self.key, options).await?;
                 crate::metrics::multipart_started();
                 let mut writer =
                     WriteMultipart::new_with_chunk_size(upload, self.settings.part_size);
@@ -154,21 +196,27 @@ impl PartSink {
         Ok(())
     }
 
-    async fn finish(mut self) -> Result<(), object_store::Error> {
+    /// Commits the object with its digests as user metadata.
+    async fn finish(mut self, digests: &ContentDigests) -> Result<(), object_store::Error> {
         match self.state.take() {
             Some(SinkState::Buffering(chunks, _)) => {
+                let mut attributes = self.settings.attributes(&self.key);
+                digests.add_to(&mut attributes);
                 self.store
                     .put_opts(
                         &self.key,
                         PutPayload::from_iter(chunks),
                         object_store::PutOptions {
-                            attributes: self.settings.attributes(),
+                            attributes,
                             ..Default::default()
                         },
                     )
                     .await?;
             }
             Some(SinkState::Multipart(writer)) => {
+                let mut attributes = object_store::Attributes::new();
+                digests.add_to(&mut attributes);
+                self.late.set(attributes);
                 writer.finish().await?;
             }
             None => {}
@@ -204,16 +252,15 @@ impl Drop for PartSink {
 
 /// Uploads `existing` (bytes kept from the current object for REST/APPE)
 /// followed by everything the client sends, then commits — or aborts.
-/// Returns the number of bytes received from the client.
+/// After the commit (only then) the upload event is queued.
 pub async fn upload<R>(
-    store: Arc<dyn ObjectStore>,
-    key: ObjectPath,
+    target: UploadTarget,
     existing: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     mut input: R,
     settings: UploadSettings,
     session: &SessionContext,
     guard: &TransferGuard,
-) -> Result<u64, UploadError>
+) -> Result<Committed, UploadError>
 where
     R: AsyncRead + Unpin,
 {
@@ -221,11 +268,15 @@ where
     // No stale abort mark is dropped here: the client may already have sent
     // its ABOR (with the data still queued) before this upload started.
     // Downloads clear the mark when they end instead.
-    let mut sink = PartSink::new(store, key, settings);
+    let command = if existing.is_some() { "APPE" } else { "STOR" };
+    let events = settings.events.clone();
+    let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings);
+    let mut digests = UploadDigests::default();
     let result: Result<u64, UploadError> = async {
         if let Some(mut head) = existing {
             while let Some(chunk) = head.next().await {
                 let chunk = chunk.map_err(UploadError::Existing)?;
+                digests.update(&chunk);
                 sink.write(chunk).await.map_err(UploadError::Store)?;
             }
         }
@@ -251,10 +302,12 @@ where
             }
             received += n as u64;
             crate::metrics::bytes_received(n);
+            let chunk = buf.split().freeze();
+            digests.update(&chunk);
             tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
-                written = sink.write(buf.split().freeze()) => written.map_err(UploadError::Store)?,
+                written = sink.write(chunk) => written.map_err(UploadError::Store)?,
             }
         }
         if session.take_urgent() {
@@ -271,8 +324,21 @@ where
     .await;
     match result {
         Ok(received) => {
-            sink.finish().await.map_err(UploadError::Store)?;
-            Ok(received)
+            let digests = digests.finish();
+            sink.finish(&digests).await.map_err(UploadError::Store)?;
+            if let Some(events) = events {
+                events.object_created(ObjectCreated {
+                    store_url: target.store_url,
+                    key: target.key.to_string(),
+                    size: digests.size,
+                    sha256: digests.sha256.clone(),
+                    user: target.user,
+                    client: session.peer,
+                    session: session.id,
+                    command,
+                });
+            }
+            Ok(Committed { received, digests })
         }
         Err(e) => {
             sink.abort().await;

@@ -1,0 +1,85 @@
+//! Checksums of stored objects, for `SITE MD5` (and the HASH/X* commands of
+//! the engine patches).
+//!
+//! One `head` first: an object the gateway wrote carries its SHA-256 and
+//! CRC-32 as metadata ([`crate::integrity`]), so those answers cost one
+//! request and never read the body, whatever the size. Other algorithms, and
+//! objects written by other tools (or multipart uploads on a cloud, whose
+//! metadata is fixed before the content is known), are computed by streaming
+//! the object: counted as a download (so `server.max_uploads`-style limits,
+//! shutdown and the in-flight metrics apply) and refused above
+//! [`ON_DEMAND_LIMIT`].
+
+use super::{reply_codes::storage_error, ObjectBackend};
+use crate::auth::{Permission, SessionUser};
+use crate::integrity::{self, Algorithm, DigestError};
+use crate::transfers::Direction;
+use object_store::GetOptions;
+use std::path::Path;
+use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, Result};
+
+/// Largest object whose checksum is computed by reading it (4 GiB: about
+/// 8 s of MD5 on one core, longer from a cloud). Larger objects without a
+/// stored value are refused with 550 rather than tie up a core and the
+/// store for minutes per request.
+pub const ON_DEMAND_LIMIT: u64 = 4 << 30;
+
+impl ObjectBackend {
+    /// The `algorithm` digest (lowercase hex) of the object at `path`.
+    pub async fn checksum(
+        &self,
+        user: &SessionUser,
+        path: &Path,
+        algorithm: Algorithm,
+    ) -> Result<String> {
+        self.allow(user, Permission::Read)?;
+        if user.account.gcs_engine.is_some() {
+            return Err(super::sbe_gcs::unsupported("checksums"));
+        }
+        let key = self.key(user, path)?;
+        let store = &user.account.store.store;
+        let head = store
+            .get_opts(
+                &key,
+                GetOptions {
+                    head: true,
+                    ..GetOptions::default()
+                },
+            )
+            .await
+            .map_err(storage_error)?;
+        if let Some(value) = integrity::stored(&head.attributes, algorithm) {
+            return Ok(value);
+        }
+        let size = head.meta.size;
+        if size > ON_DEMAND_LIMIT {
+            return Err(StorageError::new(
+                StorageErrorKind::PermanentFileNotAvailable,
+                DigestError::TooLarge {
+                    size,
+                    limit: ON_DEMAND_LIMIT,
+                },
+            ));
+        }
+        let guard = self.begin(Direction::Download)?;
+        let options = GetOptions {
+            if_match: head.meta.e_tag.clone(),
+            ..GetOptions::default()
+        };
+        let body = store
+            .get_opts(&key, options)
+            .await
+            .map_err(storage_error)?
+            .into_stream();
+        tokio::select! {
+            _ = guard.cancelled() => Err(StorageError::new(
+                StorageErrorKind::TransientFileNotAvailable,
+                "server shutting down",
+            )),
+            digest = integrity::compute(algorithm, body) => digest.map_err(|e| match e {
+                DigestError::Read(source) => storage_error(source),
+                other => StorageError::new(StorageErrorKind::LocalError, other),
+            }),
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! Object attributes on `file://`, kept as extended attributes of the file.
+//!
+//! object_store's `LocalFileSystem` refuses every write that carries
+//! attributes and returns none on reads. [`XattrStore`] wraps it (and only
+//! it: it needs the key → file mapping) so the rest of the gateway treats a
+//! directory like a bucket: user metadata `k` becomes the xattr
+//! `user.bucketftp.k`, `Content-Type` the freedesktop.org `user.mime_type`,
+//! and both come back on `get`/`head`. Attributes a file system has no place
+//! for (storage class, cache control, …) are dropped.
+//!
+//! Why xattrs and not computing digests on demand: `HASH` must answer in
+//! constant time whatever the file size, and a sidecar file would show up
+//! in listings and survive renames badly. xattrs move with `rename(2)` and
+//! with the hard link `copy` makes; ext4, XFS, btrfs and tmpfs keep `user.*`
+//! xattrs. Where the file system refuses them (some network mounts) the
+//! upload still succeeds, a warning is logged once, and checksums are
+//! computed on demand instead.
+//!
+//! Race-freedom: attributes are written through a file descriptor after
+//! checking that the file still is the one just committed (its ETag —
+//! inode, mtime, size — equals the one the put returned), and read through
+//! the descriptor the read itself opened, so a concurrent overwrite can
+//! never pair one upload's digest with another's bytes.
+
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{
+    Attribute, Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    PutResult, RenameOptions, Result, UploadPart,
+};
+use std::fmt;
+use std::fs::File;
+use std::os::unix::fs::MetadataExt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+/// xattr name prefix for user metadata.
+const METADATA_PREFIX: &str = "user.bucketftp.";
+/// The freedesktop.org shared-mime-info xattr for a file's MIME type.
+const MIME_XATTR: &str = "user.mime_type";
+/// Longest xattr value read back (digests, times and MIME types are short).
+const MAX_VALUE: usize = 1024;
+
+/// Attributes known only when a multipart upload completes (its digests),
+/// passed to the store in `PutMultipartOptions::extensions` and filled just
+/// before `complete()`. A store that cannot set attributes after the fact
+/// ignores it.
+#[derive(Debug, Clone, Default)]
+pub struct CompletionAttributes(Arc<OnceLock<Attributes>>);
+
+impl CompletionAttributes {
+    /// Sets the attributes (once; later calls are ignored).
+    pub fn set(&self, attributes: Attributes) {
+        let _ = self.0.set(attributes);
+    }
+
+    fn get(&self) -> Option<&Attributes> {
+        self.0.get()
+    }
+}
+
+/// `LocalFileSystem` with attributes kept as xattrs.
+#[derive(Debug)]
+pub struct XattrStore {
+    inner: Arc<LocalFileSystem>,
+    /// Set once the file system refused an xattr (warned about once).
+    unsupported: Arc<AtomicBool>,
+}
+
+impl XattrStore {
+    /// Wraps `inner`.
+    pub fn new(inner: Arc<LocalFileSystem>) -> Self {
+        Self {
+            inner,
+            unsupported: Arc::new(AtomicBool::new(false)),
+        }
+    }
+}
+
+impl fmt::Display for XattrStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Xattr({})", self.inner)
+    }
+}
+
+/// The xattr name for an attribute, or `None` for those a file has no place for.
+fn xattr_name(attribute: &Attribute) -> Option<String> {
+    match attribute {
+        Attribute::ContentType => Some(MIME_XATTR.to_string()),
+        Attribute::Metadata(key) => Some(format!("{METADATA_PREFIX}{key}")),
+        _ => None,
+    }
+}
+
+/// The attribute an xattr name stands for.
+fn attribute_of(name: &str) -> Option<Attribute> {
+    if name == MIME_XATTR {
+        Some(Attribute::ContentType)
+    } else {
+        name.strip_prefix(METADATA_PREFIX)
+            .filter(|key| !key.is_empty())
+            .map(|key| Attribute::Metadata(key.to_string().into()))
+    }
+}
+
+/// The ETag `LocalFileSystem` gives a file (inode, mtime in µs, size).
+fn local_etag(metadata: &std::fs::Metadata) -> String {
+    let mtime = metadata
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::SystemTime::UNIX_EPOCH).ok())
+        .unwrap_or_default()
+        .as_micros();
+    format!("\"{:x}-{:x}-{:x}\"", metadata.ino(), mtime, metadata.len())
+}
+
+/// Writes `attributes` on the file committed at `path` with `etag`.
+fn write_xattrs(
+    path: &std::path::Path,
+    etag: Option<&str>,
+    attributes: &Attributes,
+    unsupported: &AtomicBool,
+) {
+    let names: Vec<(String, &str)> = attributes
+        .iter()
+        .filter_map(|(attribute, value)| Some((xattr_name(attribute)?, value.as_ref())))
+        .collect();
+    if names.is_empty() {
+        return;
+    }
+    let Ok(file) = File::open(path) else {
+        return; // already deleted or replaced: nothing to label
+    };
+    match (file.metadata(), etag) {
+        (Ok(meta), Some(etag)) if local_etag(&meta) == etag => {}
+        _ => {
+            tracing::debug!(path = %path.display(), "file replaced before its attributes were written; skipped");
+            return;
+        }
+    }
+    for (name, value) in names {
+        if let Err(e) = rustix::fs::fsetxattr(
+            &file,
+            name.as_str(),
+            value.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        ) {
+            if !unsupported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(path = %path.display(), cause = %e, "this file system refuses extended attributes: checksums will be computed on demand");
+            }
+            return;
+        }
+    }
+}
+
+/// Reads the attributes kept on an open file.
+fn read_xattrs(file: &File) -> Attributes {
+    let mut attributes = Attributes::new();
+    let mut list = vec![0u8; 4096];
+    let Ok(len) = rustix::fs::flistxattr(file, &mut list[..]) else {
+        return attributes;
+    };
+    for name in list[..len].split(|b| *b == 0) {
+        let Some(attribute) = std::str::from_utf8(name).ok().and_then(attribute_of) else {
+            continue;
+        };
+        let mut value = [0u8; MAX_VALUE];
+        if let Ok(n) = rustix::fs::fgetxattr(file, name, &mut value) {
+            if let Ok(text) = std::str::from_utf8(&value[..n]) {
+                attributes.insert(attribute, text.to_string().into());
+            }
+        }
+    }
+    attributes
+}
+
+#[async_trait]
+impl ObjectStore for XattrStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        mut opts: PutOptions,
+    ) -> Result<PutResult> {
+        // LocalFileSystem refuses any write that carries attributes.
+        let attributes = std::mem::take(&mut opts.attributes);
+        let result = self.inner.put_opts(location, payload, opts).await?;
+        let path = self.inner.path_to_filesystem(location)?;
+        let (etag, unsupported) = (result.e_tag.clone(), self.unsupported.clone());
+        let _ = tokio::task::spawn_blocking(move || {
+            write_xattrs(&path, etag.as_deref(), &attributes, &unsupported)
+        })
+        .await;
+        Ok(result)
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        mut opts: PutMultipartOptions,
+    ) -> Result<Box<dyn MultipartUpload>> {
+        // LocalFileSystem refuses any write that carries attributes.
+        let attributes = std::mem::take(&mut opts.attributes);
+        let late = opts.extensions.get::<CompletionAttributes>().cloned();
+        let inner = self.inner.put_multipart_opts(location, opts).await?;
+        Ok(Box::new(XattrUpload {
+            inner,
+            path: self.inner.path_to_filesystem(location)?,
+            attributes,
+            late,
+            unsupported: self.unsupported.clone(),
+        }))
+    }
+
+    async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        let mut result = self.inner.get_opts(location, options).await?;
+        if let GetResultPayload::File(file, path) = result.payload {
+            let (file, attributes) = tokio::task::spawn_blocking(move || {
+                let attributes = read_xattrs(&file);
+                (file, attributes)
+            })
+            .await
+            .map_err(|e| object_store::Error::Generic {
+                store: "LocalFileSystem",
+                source: Box::new(e),
+            })?;
+            result.payload = GetResultPayload::File(file, path);
+            result.attributes = attributes;
+        }
+        Ok(result)
+    }
+
+    async fn get_ranges(
+        &self,
+        location: &Path,
+        ranges: &[std::ops::Range<u64>],
+    ) -> Result<Vec<bytes::Bytes>> {
+        self.inner.get_ranges(location, ranges).await
+    }
+
+    fn delete_stream(
+        &self,
+        locations: BoxStream<'static, Result<Path>>,
+    ) -> BoxStream<'static, Result<Path>> {
+        self.inner.delete_stream(locations)
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    fn list_with_offset(
+        &self,
+        prefix: Option<&Path>,
+        offset: &Path,
+    ) -> BoxStream<'static, Result<ObjectMeta>> {
+        self.inner.list_with_offset(prefix, offset)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
+        self.inner.copy_opts(from, to, options).await
+    }
+
+    async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
+        self.inner.rename_opts(from, to, options).await
+    }
+}
+
+/// A local multipart upload whose attributes are written once it completed.
+#[derive(Debug)]
+struct XattrUpload {
+    inner: Box<dyn MultipartUpload>,
+    path: std::path::PathBuf,
+    attributes: Attributes,
+    late: Option<CompletionAttributes>,
+    unsupported: Arc<AtomicBool>,
+}
+
+#[async_trait]
+impl MultipartUpload for XattrUpload {
+    fn put_part(&mut self, data: PutPayload) -> UploadPart {
+        self.inner.put_part(data)
+    }
+
+    async fn complete(&mut self) -> Result<PutResult> {
+        let result = self.inner.complete().await?;
+        let mut attributes = std::mem::take(&mut self.attributes);
+        if let Some(late) = self.late.as_ref().and_then(CompletionAttributes::get) {
+            for (attribute, value) in late.iter() {
+                attributes.insert(attribute.clone(), value.clone());
+            }
+        }
+        let (path, etag, unsupported) = (
+            self.path.clone(),
+            result.e_tag.clone(),
+            self.unsupported.clone(),
+        );
+        let _ = tokio::task::spawn_blocking(move || {
+            write_xattrs(&path, etag.as_deref(), &attributes, &unsupported)
+        })
+        .await;
+        Ok(result)
+    }
+
+    async fn abort(&mut self) -> Result<()> {
+        self.inner.abort().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use object_store::{ObjectStoreExt, WriteMultipart};
+
+    fn store() -> (tempfile::TempDir, XattrStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let fs = LocalFileSystem::new_with_prefix(dir.path()).unwrap();
+        (dir, XattrStore::new(Arc::new(fs)))
+    }
+
+    fn attributes() -> Attributes {
+        let mut a = Attributes::new();
+        a.insert(Attribute::ContentType, "image/jpeg".into());
+        a.insert(Attribute::Metadata("sha256".into()), "abc".into());
+        a.insert(Attribute::StorageClass, "COLD".into());
+        a
+    }
+
+    #[tokio::test]
+    async fn put_keeps_attributes_and_head_returns_them() {
+        let (dir, store) = store();
+        let key = Path::from("a/b.jpg");
+        store
+            .put_opts(
+                &key,
+                "data".into(),
+                PutOptions {
+                    attributes: attributes(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let head = store
+            .get_opts(
+                &key,
+                GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            head.attributes
+                .get(&Attribute::ContentType)
+                .map(|v| v.as_ref()),
+            Some("image/jpeg")
+        );
+        assert_eq!(
+            head.attributes
+                .get(&Attribute::Metadata("sha256".into()))
+                .map(|v| v.as_ref()),
+            Some("abc")
+        );
+        assert_eq!(head.attributes.get(&Attribute::StorageClass), None);
+        // The xattr is on the file itself, under the documented name.
+        let mut value = [0u8; 16];
+        let n = rustix::fs::getxattr(
+            dir.path().join("a/b.jpg"),
+            "user.bucketftp.sha256",
+            &mut value,
+        )
+        .unwrap();
+        assert_eq!(&value[..n], b"abc");
+        // A rename keeps them.
+        let moved = Path::from("c.jpg");
+        store.rename(&key, &moved).await.unwrap();
+        let got = store.get(&moved).await.unwrap();
+        assert!(got
+            .attributes
+            .get(&Attribute::Metadata("sha256".into()))
+            .is_some());
+    }
+
+    #[tokio::test]
+    async fn multipart_gets_attributes_known_at_completion() {
+        let (_dir, store) = store();
+        let key = Path::from("big.bin");
+        let late = CompletionAttributes::default();
+        let mut opts = PutMultipartOptions {
+            attributes: attributes(),
+            ..Default::default()
+        };
+        opts.extensions.insert(late.clone());
+        let upload = store.put_multipart_opts(&key, opts).await.unwrap();
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, 5 << 20);
+        writer.write(&vec![7u8; 11 << 20]);
+        let mut known = Attributes::new();
+        known.insert(Attribute::Metadata("sha256".into()), "digest".into());
+        late.set(known);
+        writer.finish().await.unwrap();
+        let head = store.head(&key).await.unwrap();
+        assert_eq!(head.size, 11 << 20);
+        let got = store.get(&key).await.unwrap();
+        assert_eq!(
+            got.attributes
+                .get(&Attribute::Metadata("sha256".into()))
+                .map(|v| v.as_ref()),
+            Some("digest")
+        );
+        assert_eq!(
+            got.attributes
+                .get(&Attribute::ContentType)
+                .map(|v| v.as_ref()),
+            Some("image/jpeg")
+        );
+    }
+}

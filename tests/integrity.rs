@@ -1,0 +1,499 @@
+//! Integrity and events (issue #17), against a real gateway with real
+//! clients: the SHA-256 stored with every upload (REST+STOR and APPE
+//! included), `Content-Type` from the name, `SITE MD5` from curl, lftp and
+//! ftplib, and the CloudEvents webhook — one event per committed upload,
+//! none for a killed client, delivery after a receiver outage, drops
+//! counted when the queue is full.
+
+mod common;
+#[allow(dead_code)]
+#[path = "clients/programs.rs"]
+mod programs;
+
+use common::{payload, Backend, Gateway, Options, PASSWORD};
+use object_store::{Attribute, Attributes, GetOptions, ObjectStore};
+use programs::{installed, run};
+use sha2::Digest;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::process::Command;
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn md5(data: &[u8]) -> String {
+    hex::encode(<md5::Md5 as md5::Digest>::digest(data))
+}
+
+/// The attributes the store returns for an object (one HEAD).
+async fn attributes(gw: &Gateway, path: &str) -> Attributes {
+    gw.store
+        .store
+        .get_opts(
+            &gw.key(path),
+            GetOptions {
+                head: true,
+                ..GetOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("head {path}: {e}"))
+        .attributes
+}
+
+fn metadata<'a>(attributes: &'a Attributes, key: &str) -> Option<&'a str> {
+    attributes
+        .get(&Attribute::Metadata(key.to_string().into()))
+        .map(|v| v.as_ref())
+}
+
+/// STOR, then REST+STOR and APPE onto the same object: the stored SHA-256
+/// always covers the whole object, and a `.jpg` is `image/jpeg`.
+async fn digest_stored_with_every_upload(backend: Backend) {
+    let Some(gw) = Gateway::start(backend).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    let first = payload(300_000, 1);
+    ftp.put_file("photo.jpg", &mut first.as_slice())
+        .await
+        .expect("STOR");
+    let a = attributes(&gw, "photo.jpg").await;
+    assert_eq!(metadata(&a, "sha256"), Some(sha256(&first).as_str()));
+    assert_eq!(
+        a.get(&Attribute::ContentType).map(|v| v.as_ref()),
+        Some("image/jpeg"),
+        "{backend:?}"
+    );
+
+    // REST 100000 + STOR: the head is kept and hashed with the new bytes.
+    let tail = payload(50_000, 2);
+    ftp.resume_transfer(100_000).await.expect("REST");
+    ftp.put_file("photo.jpg", &mut tail.as_slice())
+        .await
+        .expect("REST+STOR");
+    let mut expected = first[..100_000].to_vec();
+    expected.extend_from_slice(&tail);
+    assert_eq!(gw.object("photo.jpg").await.as_deref(), Some(&expected[..]));
+    let a = attributes(&gw, "photo.jpg").await;
+    assert_eq!(metadata(&a, "sha256"), Some(sha256(&expected).as_str()));
+
+    // APPE.
+    let more = payload(70_000, 3);
+    ftp.append_file("photo.jpg", &mut more.as_slice())
+        .await
+        .expect("APPE");
+    expected.extend_from_slice(&more);
+    let a = attributes(&gw, "photo.jpg").await;
+    assert_eq!(metadata(&a, "sha256"), Some(sha256(&expected).as_str()));
+    let crc = format!("{:08x}", crc_of(&expected));
+    assert_eq!(metadata(&a, "crc32"), Some(crc.as_str()));
+    ftp.quit().await.ok();
+}
+
+/// CRC-32 (ISO-HDLC), bitwise: independent of the gateway's implementation.
+fn crc_of(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_stored_on_local() {
+    digest_stored_with_every_upload(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_stored_on_memory() {
+    digest_stored_with_every_upload(Backend::Memory).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_stored_on_s3() {
+    digest_stored_with_every_upload(Backend::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn digest_stored_on_azure() {
+    digest_stored_with_every_upload(Backend::Azure).await;
+}
+
+/// A multipart upload on `file://` gets its digest at completion (xattrs
+/// written after the last part), readable with a HEAD alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_digest_on_local() {
+    let Some(gw) = Gateway::start(Backend::Local).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    let data = payload(11 * 1024 * 1024 + 12345, 4);
+    ftp.put_file("big.bin", &mut data.as_slice())
+        .await
+        .expect("STOR");
+    let a = attributes(&gw, "big.bin").await;
+    assert_eq!(metadata(&a, "sha256"), Some(sha256(&data).as_str()));
+    // The xattr is on the file itself, for other tools to read.
+    let file = gw.dir.path().join("root/big.bin");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os,sys; print(os.getxattr(sys.argv[1], 'user.bucketftp.sha256').decode())",
+        ])
+        .arg(&file)
+        .output()
+        .expect("python3");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sha256(&data));
+    ftp.quit().await.ok();
+}
+
+/// `storage.content_type = "none"` leaves Content-Type alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_type_can_be_switched_off() {
+    let opts = Options {
+        storage_extra: "part_size = \"5MiB\"\ncontent_type = \"none\"\n".into(),
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(Backend::Local, opts).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("a.jpg", &mut &b"x"[..]).await.expect("STOR");
+    let a = attributes(&gw, "a.jpg").await;
+    assert_eq!(a.get(&Attribute::ContentType), None);
+    assert!(metadata(&a, "sha256").is_some());
+    ftp.quit().await.ok();
+}
+
+/// `SITE MD5` from three real clients, over a multipart object.
+async fn site_md5_from_clients(backend: Backend) {
+    if !installed("curl") || !installed("lftp") {
+        return;
+    }
+    let Some(gw) = Gateway::start(backend).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    let data = payload(6 * 1024 * 1024 + 7, 5);
+    ftp.put_file("dir/file one.bin", &mut data.as_slice())
+        .await
+        .expect("STOR");
+    ftp.quit().await.ok();
+    let want = md5(&data);
+    let port = gw.addr.port().to_string();
+
+    // curl -Q sends the command before the (listing) transfer; -v shows the reply.
+    let url = format!("ftp://alice:{PASSWORD}@127.0.0.1:{port}/dir/");
+    let (_, stderr) =
+        run(Command::new("curl").args(["-sS", "-v", "-Q", "SITE MD5 /dir/file one.bin", &url]))
+            .await;
+    assert!(stderr.contains(&format!("< 213 {want}")), "curl: {stderr}");
+
+    let (stdout, _) = run(Command::new("lftp").args([
+        "-u",
+        &format!("alice,{PASSWORD}"),
+        "-p",
+        &port,
+        "-e",
+        "set ftp:ssl-allow no; quote SITE MD5 \"dir/file one.bin\"; bye",
+        "127.0.0.1",
+    ]))
+    .await;
+    assert!(stdout.contains(&want), "lftp: {stdout}");
+
+    let script = format!(
+        "import ftplib; f = ftplib.FTP(); f.connect('127.0.0.1', {port}); f.login('alice', '{PASSWORD}'); print(f.sendcmd('SITE MD5 dir/file one.bin')); f.quit()"
+    );
+    let (stdout, _) = run(Command::new("python3").args(["-c", &script])).await;
+    assert!(
+        stdout.starts_with(&format!("213 {want}")),
+        "ftplib: {stdout}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_md5_on_local() {
+    site_md5_from_clients(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn site_md5_on_s3() {
+    site_md5_from_clients(Backend::S3).await;
+}
+
+// ---------------------------------------------------------------------
+// Webhook events
+// ---------------------------------------------------------------------
+
+/// An event as received, with its `Authorization` header.
+type Received = (serde_json::Value, Option<String>);
+
+/// A local HTTP receiver that records every event it is sent.
+struct Receiver {
+    events: Arc<Mutex<Vec<Received>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Receiver {
+    async fn start(listener: tokio::net::TcpListener) -> Receiver {
+        use axum::routing::post;
+        let events: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let seen = events.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let seen = seen.clone();
+                    async move {
+                        assert_eq!(
+                            headers.get("content-type").and_then(|v| v.to_str().ok()),
+                            Some("application/cloudevents+json")
+                        );
+                        let auth = headers
+                            .get("authorization")
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string);
+                        let json: serde_json::Value =
+                            serde_json::from_slice(&body).expect("event is JSON");
+                        seen.lock().unwrap().push((json, auth));
+                        "ok"
+                    }
+                },
+            ),
+        );
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("receiver");
+        });
+        Receiver { events, task }
+    }
+
+    /// Waits until `n` events arrived (a hang fails after 60 s).
+    async fn wait_for(&self, n: usize) -> Vec<Received> {
+        for _ in 0..1200 {
+            {
+                let events = self.events.lock().unwrap();
+                if events.len() >= n {
+                    return events.clone();
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("expected {n} events, got {:?}", self.events.lock().unwrap());
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn events_options(port: u16, extra: &str) -> Options {
+    Options {
+        sections: format!(
+            "[events]\nwebhook_url = \"http://127.0.0.1:{port}/hook\"\nauth_value = \"Bearer hook-token\"\n{extra}\n"
+        ),
+        http: true,
+        ..Options::default()
+    }
+}
+
+/// Exactly one event per committed upload (STOR, APPE, REST+STOR), each
+/// with the key, size and SHA-256 of the object as committed; none for a
+/// client killed mid-upload.
+async fn one_event_per_commit(backend: Backend) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::start(listener).await;
+    let Some(gw) = Gateway::start_with(backend, events_options(port, "")).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    let first = payload(20_000, 10);
+    ftp.put_file("cam/a.jpg", &mut first.as_slice())
+        .await
+        .expect("STOR");
+    let more = payload(5_000, 11);
+    ftp.append_file("cam/a.jpg", &mut more.as_slice())
+        .await
+        .expect("APPE");
+    let tail = payload(9_000, 12);
+    ftp.resume_transfer(10_000).await.expect("REST");
+    ftp.put_file("cam/a.jpg", &mut tail.as_slice())
+        .await
+        .expect("REST+STOR");
+    let mut after_appe = first.clone();
+    after_appe.extend_from_slice(&more);
+    let mut after_rest = first[..10_000].to_vec();
+    after_rest.extend_from_slice(&tail);
+
+    // A client killed mid-upload commits nothing, so no event.
+    let killed = gw.login("alice").await;
+    common::stor_then_kill(killed, "cam/killed.bin", &payload(100_000, 13)).await;
+    gw.settle().await;
+    assert_eq!(gw.object("cam/killed.bin").await, None);
+    // Events arrive in commit order, so once this one is in, any event for
+    // the killed upload would be too.
+    ftp.put_file("cam/sentinel.txt", &mut &b"done"[..])
+        .await
+        .expect("STOR");
+    ftp.quit().await.ok();
+
+    let events = receiver.wait_for(4).await;
+    tokio::time::sleep(Duration::from_millis(200)).await; // extra events would show here
+    let events = {
+        let all = receiver.events.lock().unwrap().clone();
+        assert_eq!(
+            all.len(),
+            4,
+            "exactly one event per committed upload: {all:?}"
+        );
+        assert_eq!(all.len(), events.len());
+        all
+    };
+    let expected: [(&str, &[u8], &str); 4] = [
+        ("cam/a.jpg", &first, "STOR"),
+        ("cam/a.jpg", &after_appe, "APPE"),
+        ("cam/a.jpg", &after_rest, "APPE"),
+        ("cam/sentinel.txt", b"done", "STOR"),
+    ];
+    for ((event, auth), (path, bytes, command)) in events.iter().zip(expected) {
+        assert_eq!(auth.as_deref(), Some("Bearer hook-token"));
+        assert_eq!(event["specversion"], "1.0");
+        assert_eq!(event["type"], "dev.bucketftp.object.created");
+        assert_eq!(event["subject"], gw.key(path).as_ref());
+        assert_eq!(event["data"]["key"], gw.key(path).as_ref());
+        assert_eq!(event["data"]["size"], bytes.len() as u64);
+        assert_eq!(event["data"]["sha256"], sha256(bytes));
+        assert_eq!(event["data"]["user"], "alice");
+        assert_eq!(event["data"]["command"], command);
+        assert!(!event["data"]["store_url"]
+            .as_str()
+            .unwrap()
+            .contains("testing"));
+    }
+    let ids: std::collections::HashSet<_> = events.iter().map(|(e, _)| e["id"].clone()).collect();
+    assert_eq!(ids.len(), 4, "event ids are unique");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_per_commit_on_local() {
+    one_event_per_commit(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_event_per_commit_on_s3() {
+    one_event_per_commit(Backend::S3).await;
+}
+
+/// The receiver is down while files are uploaded: the uploads succeed,
+/// and the events arrive, in order, once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_wait_for_the_receiver() {
+    // Take a free port and close it: connections are refused until the
+    // receiver starts on it.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let Some(gw) = Gateway::start_with(Backend::Local, events_options(port, "")).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    for name in ["1.txt", "2.txt", "3.txt"] {
+        ftp.put_file(name, &mut name.as_bytes())
+            .await
+            .expect("uploads are unaffected by a dead receiver");
+    }
+    ftp.quit().await.ok();
+    // Failed attempts are being counted while the receiver is down.
+    let http = gw.http.expect("http");
+    let mut failed = false;
+    for _ in 0..600 {
+        let (_, body) = common::http_get(http, "/metrics").await.expect("metrics");
+        if metric(&body, "bucketftp_events_delivery_failures_total") >= 1.0 {
+            failed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "no failed delivery attempt was counted");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind the receiver's port");
+    let receiver = Receiver::start(listener).await;
+    let events = receiver.wait_for(3).await;
+    let subjects: Vec<_> = events
+        .iter()
+        .map(|(e, _)| e["subject"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        subjects,
+        ["1.txt", "2.txt", "3.txt"].map(|p| gw.key(p).to_string())
+    );
+}
+
+/// A receiver that accepts connections and never answers, with a queue of
+/// one: uploads still succeed and the events that find the queue full are
+/// dropped and counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_drops_are_counted() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let hang = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let Some(gw) = Gateway::start_with(
+        Backend::Local,
+        events_options(port, "queue_size = 1\ntimeout = \"5m\""),
+    )
+    .await
+    else {
+        return;
+    };
+    let http = gw.http.expect("http");
+    let (_, before) = common::http_get(http, "/metrics").await.expect("metrics");
+    let dropped_before = metric(
+        &before,
+        "bucketftp_events_dropped_total{reason=\"queue_full\"}",
+    );
+    let mut ftp = gw.login("alice").await;
+    for i in 0..6 {
+        ftp.put_file(&format!("f{i}.txt"), &mut &b"x"[..])
+            .await
+            .expect("uploads never wait for the webhook");
+    }
+    ftp.quit().await.ok();
+    let (_, after) = common::http_get(http, "/metrics").await.expect("metrics");
+    // One event in delivery, one in the queue, the other four dropped.
+    let dropped = metric(
+        &after,
+        "bucketftp_events_dropped_total{reason=\"queue_full\"}",
+    );
+    assert!(dropped - dropped_before >= 4.0, "{before}\n---\n{after}");
+    assert!(
+        metric(&after, "bucketftp_events_queue_depth") >= 2.0,
+        "{after}"
+    );
+    hang.abort();
+}
+
+/// The value of a metric line `name value` (0 when absent).
+fn metric(exposition: &str, name: &str) -> f64 {
+    exposition
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
