@@ -100,6 +100,12 @@ pub struct RawServer {
     pub max_sessions: usize,
     /// Most control connections from one client IP; more get 421.
     pub max_sessions_per_ip: usize,
+    /// A connection must log in within this long (NOOP and other commands do not extend it).
+    pub login_timeout: String,
+    /// Most connections not yet logged in (at most half of max_sessions); more get 421.
+    pub max_unauthenticated: usize,
+    /// Most connections not yet logged in from one client IP; more get 421.
+    pub max_unauthenticated_per_ip: usize,
     /// Most uploads at once (0 = unlimited); more get 450.
     pub max_uploads: usize,
     /// How long running transfers may finish after SIGTERM; keep below Kubernetes' terminationGracePeriodSeconds.
@@ -119,6 +125,9 @@ impl Default for RawServer {
             idle_timeout: "10m".into(),
             max_sessions: 1000,
             max_sessions_per_ip: 100,
+            login_timeout: "30s".into(),
+            max_unauthenticated: 200,
+            max_unauthenticated_per_ip: 64,
             max_uploads: 0,
             shutdown_grace: "30s".into(),
             mkd_existing_ok: false,
@@ -268,8 +277,10 @@ pub struct RawAuth {
     pub anonymous_home: String,
     /// Permissions of anonymous users (read-only by default).
     pub anonymous_permissions: Vec<String>,
-    /// Consecutive failed logins before lockout; 0 disables.
+    /// Consecutive failed logins of one user from one client IP before that pair is locked; 0 disables.
     pub lockout_attempts: u32,
+    /// Failed logins from one client IP, over any user names, before the address is locked; 0 disables (the default: clients behind one NAT share an address).
+    pub lockout_attempts_per_address: u32,
     /// How long a lockout lasts.
     pub lockout_period: String,
 }
@@ -281,6 +292,7 @@ impl Default for RawAuth {
             anonymous_home: "/anonymous".into(),
             anonymous_permissions: vec!["list".into(), "read".into()],
             lockout_attempts: 5,
+            lockout_attempts_per_address: 0,
             lockout_period: "5m".into(),
         }
     }
@@ -297,7 +309,7 @@ pub struct RawUser {
     /// Home directory inside the store; the user can never leave it.
     #[serde(default = "default_home")]
     pub home: String,
-    /// Any of list, read, write, delete, mkdir, rename, or all.
+    /// Any of list, read, write (create + overwrite), create (new files only), delete, mkdir, rename, or all.
     #[serde(default = "default_permissions")]
     pub permissions: Vec<String>,
     /// Disabled users cannot log in.
@@ -368,6 +380,12 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// Most control connections from one client IP; more get 421.
     pub max_sessions_per_ip: usize,
+    /// A connection must log in within this long (NOOP and other commands do not extend it).
+    pub login_timeout: Duration,
+    /// Most connections not yet logged in (at most half of max_sessions); more get 421.
+    pub max_unauthenticated: usize,
+    /// Most connections not yet logged in from one client IP; more get 421.
+    pub max_unauthenticated_per_ip: usize,
     /// Most uploads at once (0 = unlimited); more get 450.
     pub max_uploads: Option<usize>,
     /// How long running transfers may finish after SIGTERM; keep below Kubernetes' terminationGracePeriodSeconds.
@@ -471,8 +489,10 @@ pub struct TlsConfig {
 pub struct AuthConfig {
     /// Accept anonymous logins (user anonymous or ftp).
     pub anonymous: Option<AnonymousConfig>,
-    /// Consecutive failed logins before lockout; 0 disables.
+    /// Consecutive failed logins of one user from one client IP before that pair is locked; 0 disables.
     pub lockout_attempts: u32,
+    /// Failed logins from one client IP, over any user names, before the address is locked; 0 disables.
+    pub lockout_attempts_per_address: u32,
     /// How long a lockout lasts.
     pub lockout_period: Duration,
 }
@@ -482,7 +502,7 @@ pub struct AuthConfig {
 pub struct AnonymousConfig {
     /// Home directory inside the store; the user can never leave it.
     pub home: String,
-    /// Any of list, read, write, delete, mkdir, rename, or all.
+    /// Any of list, read, write (create + overwrite), create (new files only), delete, mkdir, rename, or all.
     pub permissions: PermissionSet,
 }
 
@@ -495,7 +515,7 @@ pub struct UserConfig {
     pub password_hash: String,
     /// Home directory inside the store; the user can never leave it.
     pub home: String,
-    /// Any of list, read, write, delete, mkdir, rename, or all.
+    /// Any of list, read, write (create + overwrite), create (new files only), delete, mkdir, rename, or all.
     pub permissions: PermissionSet,
     /// Disabled users cannot log in.
     pub enabled: bool,
@@ -627,6 +647,15 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         idle_timeout: parse_duration("server.idle_timeout", &s.idle_timeout)?,
         max_sessions: positive("server.max_sessions", s.max_sessions)?,
         max_sessions_per_ip: positive("server.max_sessions_per_ip", s.max_sessions_per_ip)?,
+        login_timeout: parse_duration("server.login_timeout", &s.login_timeout)?,
+        // Half of max_sessions at most, so connections that never log in
+        // cannot take the places of those that do.
+        max_unauthenticated: positive("server.max_unauthenticated", s.max_unauthenticated)?
+            .min((s.max_sessions / 2).max(1)),
+        max_unauthenticated_per_ip: positive(
+            "server.max_unauthenticated_per_ip",
+            s.max_unauthenticated_per_ip,
+        )?,
         max_uploads: (s.max_uploads > 0).then_some(s.max_uploads),
         shutdown_grace: parse_duration("server.shutdown_grace", &s.shutdown_grace)?,
         mkd_existing_ok: s.mkd_existing_ok,
@@ -741,6 +770,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             None
         },
         lockout_attempts: a.lockout_attempts,
+        lockout_attempts_per_address: a.lockout_attempts_per_address,
         lockout_period: parse_duration("auth.lockout_period", &a.lockout_period)?,
     };
     let mut users = Vec::with_capacity(raw.users.len());
@@ -797,7 +827,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 invalid(
                     key("permissions"),
                     bad,
-                    "expected list, read, write, delete, mkdir, rename or all",
+                    "expected list, read, write, create, delete, mkdir, rename or all",
                 )
             })?,
             enabled: u.enabled,

@@ -33,17 +33,24 @@ pub struct Health {
     stores: Vec<OpenedStore>,
     cache: Mutex<Option<(Instant, Result<(), String>)>>,
     refreshing: AtomicBool,
+    /// Set when FTPS is configured: not ready without a valid certificate.
+    tls: Option<Arc<crate::tls::TlsCertificates>>,
 }
 
 impl Health {
-    /// Health over every distinct store the accounts use.
-    pub fn new(stores: Vec<OpenedStore>) -> Arc<Self> {
+    /// Health over every distinct store the accounts use and, when FTPS is
+    /// configured, its certificate.
+    pub fn new(
+        stores: Vec<OpenedStore>,
+        tls: Option<Arc<crate::tls::TlsCertificates>>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             accepting: AtomicBool::new(false),
             shutting_down: AtomicBool::new(false),
             stores,
             cache: Mutex::new(None),
             refreshing: AtomicBool::new(false),
+            tls,
         })
     }
 
@@ -72,6 +79,10 @@ impl Health {
     pub async fn ready(self: &Arc<Self>) -> Result<(), String> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err("shutting down".into());
+        }
+        if self.tls.as_ref().is_some_and(|t| t.current().is_none()) {
+            crate::metrics::set_ready(false);
+            return Err("tls is configured but no valid certificate and key are loaded".into());
         }
         let cached = self.cache.lock().await.clone();
         match cached {

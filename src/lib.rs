@@ -13,6 +13,7 @@
 //!   streaming uploads and downloads, directories, the error table).
 //! - [`transfers`]: in-flight transfer registry for graceful shutdown.
 //! - [`server`]: the FTP accept loop and session limits.
+//! - [`tls`]: the FTPS certificate, parsed once and reloaded on change.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
 //! - [`metrics`]: Prometheus metrics.
 //! - [`integrity`]: digests computed while uploads stream, stored as object
@@ -37,6 +38,7 @@ pub mod metrics;
 pub mod paths;
 pub mod server;
 pub mod store_url;
+pub mod tls;
 pub mod transfers;
 
 use auth::{Account, Accounts, Lockout};
@@ -126,11 +128,16 @@ pub fn init_logging(log: &config::LogConfig) {
 }
 
 /// The effective log filter for an operator's `log.level`.
+///
+/// libunftp's PASS handler warns about every failed login with the whole
+/// user name (a client may send kilobytes of it); our authenticator already
+/// writes one line per refusal with the name cut short, so that module is
+/// kept at `error`.
 pub fn log_directive(level: &str) -> String {
     if level.contains("libunftp") {
         level.to_string()
     } else {
-        format!("{level},libunftp=warn")
+        format!("{level},libunftp=warn,libunftp::server::controlchan::commands::pass=error")
     }
 }
 
@@ -212,7 +219,11 @@ pub fn build_accounts(
             })
         }
     };
-    let lockout = Lockout::new(config.auth.lockout_attempts, config.auth.lockout_period);
+    let lockout = Lockout::new(
+        config.auth.lockout_attempts,
+        config.auth.lockout_attempts_per_address,
+        config.auth.lockout_period,
+    );
     let accounts =
         Accounts::new(users, anonymous, lockout).map_err(|e| RunError::Hash(e.to_string()))?;
     Ok((accounts, stores))
@@ -283,12 +294,17 @@ pub async fn serve(
         mkd_existing_ok: config.server.mkd_existing_ok,
         download_concurrency: config.storage.download_concurrency,
     });
-    let health = http::Health::new(stores);
+    let tls = config
+        .tls
+        .as_ref()
+        .map(|t| tls::TlsCertificates::new(t.cert.clone(), t.key.clone()));
+    let health = http::Health::new(stores, tls.clone());
     let service = Arc::new(server::FtpService::new(
         config.clone(),
         Arc::new(accounts),
         settings,
         transfers,
+        tls,
     ));
 
     let stop_ftp = CancellationToken::new();

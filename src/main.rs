@@ -42,7 +42,14 @@ struct ServeArgs {
     #[arg(long = "storage-option", value_name = "KEY=VALUE")]
     storage_options: Vec<String>,
     /// A user with full access to the whole store, NAME:PASSWORD; repeatable.
-    #[arg(long = "user", value_name = "NAME:PASSWORD")]
+    /// Also from BUCKETFTP_USER (one user), which keeps the password out of
+    /// the command line (/proc/PID/cmdline is readable by every local user).
+    #[arg(
+        long = "user",
+        value_name = "NAME:PASSWORD",
+        env = "BUCKETFTP_USER",
+        hide_env_values = true
+    )]
     users: Vec<String>,
     /// Passive data port range LOW-HIGH (overrides server.passive_ports).
     #[arg(long)]

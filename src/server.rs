@@ -6,10 +6,19 @@
 //! proper `421`, each session's storage back-end knows its client, and
 //! shutdown can wait for transfers instead of cutting control connections
 //! (libunftp's own shutdown closes them at once).
+//!
+//! Connections that have not logged in are held to less: a login deadline
+//! (`server.login_timeout`, never extended by NOOP or any other command)
+//! and their own caps in total and per address, at most half of
+//! `max_sessions`, so clients that never log in cannot take every place.
+//! Client addresses are canonical (`::ffff:a.b.c.d` → `a.b.c.d`) before
+//! they are counted, compared or logged, so a dual-stack `[::]` listener
+//! treats IPv4 clients as IPv4.
 
 use crate::auth::{Accounts, SessionUser};
 use crate::backend::{BackendSettings, ObjectBackend};
 use crate::config::{Config, PassiveHost, TlsRequired};
+use crate::tls::TlsCertificates;
 use crate::transfers::{SessionContext, Transfers};
 use libunftp::options::{ActivePassiveMode, FtpsRequired};
 use libunftp::ServerBuilder;
@@ -28,9 +37,12 @@ pub enum SessionError {
     /// The socket could not be prepared.
     #[error("cannot prepare control socket")]
     Socket(#[source] std::io::Error),
-    /// libunftp refused the server options (e.g. unreadable certificate).
+    /// libunftp refused the server options.
     #[error("cannot configure ftp session")]
     Build(#[source] libunftp::ServerError),
+    /// TLS is required but no valid certificate is loaded.
+    #[error("tls is required but no valid certificate is loaded")]
+    NoTls,
 }
 
 /// Everything a session needs, shared by all sessions.
@@ -41,6 +53,10 @@ pub struct FtpService {
     settings: Arc<BackendSettings>,
     transfers: Arc<Transfers>,
     limits: SessionLimits,
+    /// Places for connections that have not logged in yet.
+    unauthenticated: SessionLimits,
+    /// The FTPS configuration, when `[tls]` is set.
+    tls: Option<Arc<TlsCertificates>>,
     greeting: &'static str,
 }
 
@@ -51,6 +67,7 @@ impl FtpService {
         accounts: Arc<Accounts>,
         settings: Arc<BackendSettings>,
         transfers: Arc<Transfers>,
+        tls: Option<Arc<TlsCertificates>>,
     ) -> Self {
         // libunftp wants a `&'static str` greeting. It is leaked once per
         // process start, not per connection.
@@ -59,12 +76,18 @@ impl FtpService {
             config.server.max_sessions,
             config.server.max_sessions_per_ip,
         );
+        let unauthenticated = SessionLimits::new(
+            config.server.max_unauthenticated,
+            config.server.max_unauthenticated_per_ip,
+        );
         Self {
             config,
             accounts,
             settings,
             transfers,
             limits,
+            unauthenticated,
+            tls,
             greeting,
         }
     }
@@ -118,6 +141,7 @@ impl FtpService {
     }
 
     async fn session(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+        let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Some(_slot) = self.limits.admit(peer.ip()) else {
             crate::metrics::session_rejected("limit");
             tracing::warn!(client_ip = %peer.ip(), "session refused: too many connections");
@@ -127,28 +151,81 @@ impl FtpService {
             let _ = stream.shutdown().await;
             return;
         };
+        let Some(waiting) = self.unauthenticated.admit(peer.ip()) else {
+            crate::metrics::session_rejected("unauthenticated");
+            tracing::warn!(client_ip = %peer.ip(), "session refused: too many connections not logged in");
+            let _ = stream
+                .write_all(b"421 Too many connections waiting to log in, try again later\r\n")
+                .await;
+            let _ = stream.shutdown().await;
+            return;
+        };
         if self.transfers.closing() {
             let _ = stream.write_all(b"421 Server shutting down\r\n").await;
             return;
         }
         crate::metrics::session_delta(1);
-        if let Err(e) = self.run_session(stream, peer).await {
+        if let Err(e) = self.run_session(stream, peer, waiting).await {
             tracing::error!(client_ip = %peer.ip(), cause = %crate::error_chain(&e), "session failed");
         }
         crate::metrics::session_delta(-1);
     }
 
-    async fn run_session(&self, stream: TcpStream, peer: SocketAddr) -> Result<(), SessionError> {
+    async fn run_session(
+        &self,
+        stream: TcpStream,
+        peer: SocketAddr,
+        waiting: SessionSlot,
+    ) -> Result<(), SessionError> {
         let _ = stream.set_nodelay(true);
         let std_stream = stream.into_std().map_err(SessionError::Socket)?;
         let control_copy = std_stream.try_clone().ok();
+        let closer = std_stream.try_clone().map_err(SessionError::Socket)?;
         let stream = TcpStream::from_std(std_stream).map_err(SessionError::Socket)?;
         let context = Arc::new(SessionContext::new(peer, control_copy));
         tracing::debug!(session = context.id, client_ip = %peer.ip(), "session start");
-        let server = self
-            .build_server(context.clone())
-            .map_err(SessionError::Build)?;
-        if let Err(e) = server.service(stream).await {
+        let server = match self.build_server(context.clone()) {
+            Ok(server) => server,
+            Err(e @ SessionError::NoTls) => {
+                use std::io::Write;
+                let _ = (&closer)
+                    .write_all(b"421 TLS is required but not available, try again later\r\n");
+                let _ = closer.shutdown(std::net::Shutdown::Both);
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
+        let service = server.service(stream);
+        tokio::pin!(service);
+        let login_timeout = self.config.server.login_timeout;
+        let deadline = async {
+            tokio::select! {
+                _ = context.logged_in() => {
+                    drop(waiting);
+                    std::future::pending::<()>().await
+                }
+                _ = tokio::time::sleep(login_timeout) => {}
+            }
+        };
+        let ended = tokio::select! {
+            ended = &mut service => Some(ended),
+            _ = deadline => None,
+        };
+        let ended = match ended {
+            Some(ended) => ended,
+            None => {
+                // libunftp runs the control loop in a task of its own, so
+                // dropping `service` would not end it: shutting the socket
+                // down does (the loop reads end-of-stream and exits).
+                crate::metrics::session_rejected("login_timeout");
+                tracing::info!(session = context.id, client_ip = %peer.ip(), timeout = ?login_timeout, "closing connection: no login in time");
+                use std::io::Write;
+                let _ = (&closer).write_all(b"421 Login timeout, closing connection\r\n");
+                let _ = closer.shutdown(std::net::Shutdown::Both);
+                service.await
+            }
+        };
+        if let Err(e) = ended {
             tracing::debug!(session = context.id, cause = ?e, "control channel ended with error");
         }
         tracing::debug!(session = context.id, "session end");
@@ -158,7 +235,7 @@ impl FtpService {
     fn build_server(
         &self,
         context: Arc<SessionContext>,
-    ) -> Result<libunftp::Server<ObjectBackend, SessionUser>, libunftp::ServerError> {
+    ) -> Result<libunftp::Server<ObjectBackend, SessionUser>, SessionError> {
         let backend = ObjectBackend::new(context, self.settings.clone(), self.transfers.clone());
         let server = &self.config.server;
         let mut builder = ServerBuilder::<ObjectBackend, SessionUser>::with_user_detail_provider(
@@ -182,19 +259,29 @@ impl FtpService {
             PassiveHost::Ip(ip) => builder.passive_host(*ip),
             PassiveHost::Dns(name) => builder.passive_host(name.as_str()),
         };
-        if let Some(tls) = &self.config.tls {
+        if let (Some(tls), Some(certificates)) = (&self.config.tls, &self.tls) {
             let required = match tls.required {
                 TlsRequired::None => FtpsRequired::None,
                 TlsRequired::Accounts => FtpsRequired::Accounts,
                 TlsRequired::All => FtpsRequired::All,
             };
-            // Certificate files are read per session, so replacing them on
-            // disk takes effect for the next connection without a restart.
-            builder = builder
-                .ftps(tls.cert.clone(), tls.key.clone())
-                .ftps_required(required, required);
+            match certificates.current() {
+                // Parsed once and shared; replaced files take effect for the
+                // next connection (src/tls.rs).
+                Some(config) => {
+                    builder = builder
+                        .ftps_manual::<std::path::PathBuf>(config)
+                        .ftps_required(required, required);
+                }
+                None if tls.required != TlsRequired::None => {
+                    return Err(SessionError::NoTls);
+                }
+                // TLS optional and no certificate: plain FTP only (readiness
+                // reports the missing certificate).
+                None => {}
+            }
         }
-        builder.build()
+        builder.build().map_err(SessionError::Build)
     }
 }
 

@@ -174,6 +174,10 @@ pub struct SessionContext {
     /// was killed also does. Its control connection closing at the same time
     /// is what tells the two apart.
     control: Option<std::net::TcpStream>,
+    /// Turns true when the client has logged in (libunftp calls the
+    /// back-end's `enter` then); the accept loop's login deadline and
+    /// unauthenticated-connection cap wait on it.
+    logged_in: watch::Sender<bool>,
 }
 
 static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
@@ -185,7 +189,20 @@ impl SessionContext {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             peer,
             control,
+            logged_in: watch::Sender::new(false),
         }
+    }
+
+    /// Records that the session's user logged in.
+    pub fn mark_logged_in(&self) {
+        self.logged_in.send_replace(true);
+    }
+
+    /// Resolves once the session's user has logged in.
+    pub async fn logged_in(&self) {
+        // The sender lives in `self`, so the channel cannot close while
+        // this borrow waits.
+        let _ = self.logged_in.subscribe().wait_for(|in_| *in_).await;
     }
 
     /// A context with no control socket, for unit tests of the back-end.

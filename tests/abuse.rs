@@ -298,6 +298,8 @@ async fn survives_garbage_and_connection_storms() {
             // instead of the 421 path (tested separately below).
             ("BUCKETFTP__SERVER__MAX_SESSIONS", "5000"),
             ("BUCKETFTP__SERVER__MAX_SESSIONS_PER_IP", "5000"),
+            ("BUCKETFTP__SERVER__MAX_UNAUTHENTICATED", "2500"),
+            ("BUCKETFTP__SERVER__MAX_UNAUTHENTICATED_PER_IP", "2500"),
         ],
     )
     .await;
@@ -385,11 +387,41 @@ async fn survives_garbage_and_connection_storms() {
     );
 }
 
+/// A config file with extra `[[users]]` (password [`PASSWORD`]) for
+/// [`Process::start_with`]'s `--config`; the directory must outlive the
+/// process.
+fn users_config(dir: &std::path::Path, users: &[(&str, &str)]) -> Vec<String> {
+    let mut text = String::new();
+    for (name, extra) in users {
+        text.push_str(&format!(
+            "[[users]]\nname = {name:?}\npassword_hash = {:?}\n{extra}\n",
+            common::cheap_hash(PASSWORD)
+        ));
+    }
+    let path = dir.join("users.toml");
+    std::fs::write(&path, text).expect("write config");
+    vec!["--config".into(), path.display().to_string()]
+}
+
+/// Lockout locks the guesser, not the user: wrong passwords lock the
+/// (user, address) pair they came from; the user still logs in from
+/// elsewhere, others still log in from that address; refusals that need no
+/// password (address not allowed, account disabled, over-long name) never
+/// count; the pair is free again after the lockout period.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_passwords_lock_the_user_and_the_address() {
+async fn lockout_locks_the_guesser_not_the_user() {
+    let config_dir = tempfile::tempdir().expect("tempdir");
+    let args = users_config(
+        config_dir.path(),
+        &[
+            ("bob", ""),
+            ("office", "allowed_ips = [\"127.0.0.3/32\"]"),
+            ("gone", "enabled = false"),
+        ],
+    );
     let gw = Process::start_with(
         "file://{dir}/root",
-        &["--user".into(), format!("bob:{PASSWORD}")],
+        &args,
         &[
             ("BUCKETFTP__AUTH__LOCKOUT_ATTEMPTS", "3"),
             ("BUCKETFTP__AUTH__LOCKOUT_PERIOD", "5s"),
@@ -406,29 +438,48 @@ async fn wrong_passwords_lock_the_user_and_the_address() {
     assert_eq!(counted(&metrics(&gw).await), Some(3.0));
     let locked_at = Instant::now();
 
-    // The user is locked: the right password from another address fails.
-    let (mut c, _) = Control::open(gw.ftp, loopback(2)).await;
-    assert_eq!(c.login("alice", PASSWORD).await, 530, "alice while locked");
-    // The address is locked: another user from it fails too.
+    // The pair is locked: the right password from the guessing address fails.
     let (mut c, _) = Control::open(gw.ftp, loopback(1)).await;
     assert_eq!(
-        c.login("bob", PASSWORD).await,
+        c.login("alice", PASSWORD).await,
         530,
-        "bob from the locked address"
+        "alice from .1 while locked"
     );
+    // The user is not: alice from her own address gets in.
+    let (mut c, _) = Control::open(gw.ftp, loopback(2)).await;
+    assert_eq!(c.login("alice", PASSWORD).await, 230, "alice from .2");
+    // Nor is the address for other users (no per-address limit by default).
+    let (mut c, _) = Control::open(gw.ftp, loopback(1)).await;
+    assert_eq!(c.login("bob", PASSWORD).await, 230, "bob from .1");
     assert!(
         locked_at.elapsed() < Duration::from_secs(5),
         "the lock checks took longer than the lockout period"
     );
-    // Neither lock touches others.
-    let (mut c, _) = Control::open(gw.ftp, loopback(3)).await;
-    assert_eq!(c.login("bob", PASSWORD).await, 230, "bob from elsewhere");
-    // Refusals while locked are not counted again.
-    assert_eq!(counted(&metrics(&gw).await), Some(3.0));
 
-    // After the lockout period the right password works again.
+    // Refusals that need no password never count, however many.
+    for n in 0..10 {
+        let (mut c, _) = Control::open(gw.ftp, loopback(4)).await;
+        assert_eq!(c.login("office", "wrong").await, 530, "office from .4 #{n}");
+        let (mut c, _) = Control::open(gw.ftp, loopback(4)).await;
+        assert_eq!(c.login("gone", "wrong").await, 530, "disabled #{n}");
+        let (mut c, _) = Control::open(gw.ftp, loopback(4)).await;
+        assert_eq!(
+            c.login(&"n".repeat(300), "wrong").await,
+            530,
+            "long name #{n}"
+        );
+    }
+    assert_eq!(counted(&metrics(&gw).await), Some(3.0));
+    let (mut c, _) = Control::open(gw.ftp, loopback(3)).await;
+    assert_eq!(
+        c.login("office", PASSWORD).await,
+        230,
+        "office from its allowed address"
+    );
+
+    // After the lockout period the right password works from .1 again.
     let unlocked = eventually(Duration::from_secs(15), || async {
-        let (mut c, _) = Control::open(gw.ftp, loopback(2)).await;
+        let (mut c, _) = Control::open(gw.ftp, loopback(1)).await;
         c.login("alice", PASSWORD).await == 230
     })
     .await;
@@ -438,6 +489,231 @@ async fn wrong_passwords_lock_the_user_and_the_address() {
         "unlocked too early"
     );
     assert!(!gw.log_text().contains(PASSWORD), "password in the log");
+}
+
+/// The optional per-address limit stops one address from spraying guesses
+/// over many names, and only that address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_address_lockout_stops_spraying() {
+    let gw = Process::start(
+        "file://{dir}/root",
+        &[
+            ("BUCKETFTP__AUTH__LOCKOUT_ATTEMPTS", "3"),
+            ("BUCKETFTP__AUTH__LOCKOUT_ATTEMPTS_PER_ADDRESS", "4"),
+            ("BUCKETFTP__AUTH__LOCKOUT_PERIOD", "1h"),
+        ],
+    )
+    .await;
+    for name in ["root", "admin", "ftp-user", "test"] {
+        let (mut c, _) = Control::open(gw.ftp, loopback(5)).await;
+        assert_eq!(c.login(name, "guess").await, 530, "{name}");
+    }
+    let (mut c, _) = Control::open(gw.ftp, loopback(5)).await;
+    assert_eq!(
+        c.login("alice", PASSWORD).await,
+        530,
+        "the spraying address is locked"
+    );
+    let (mut c, _) = Control::open(gw.ftp, loopback(6)).await;
+    assert_eq!(
+        c.login("alice", PASSWORD).await,
+        230,
+        "other addresses are not"
+    );
+}
+
+/// Peak resident memory of the process since [`reset_peak`] (VmHWM), in
+/// KiB. Without permission to reset, VmHWM since start.
+fn reset_peak(pid: u32) -> bool {
+    std::fs::write(format!("/proc/{pid}/clear_refs"), "5").is_ok()
+}
+
+/// 1,000 failed logins with 4 KB names from 50 addresses, then 300 with
+/// distinct 256-byte names (the longest that reach the lockout table):
+/// resident memory stays within 20 MiB of where it started and the log
+/// grows by under 2 MiB (one line per refusal, the name cut short).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_with_huge_names_cost_little() {
+    let gw = Process::start("file://{dir}/root", &[]).await;
+    let pid = gw.child.id().expect("running");
+    // Warm up: a login and a refused one (argon2 memory, session buffers).
+    normal_session(gw.ftp, "warm.bin", 1 << 16, 0).await;
+    let (mut c, _) = Control::open(gw.ftp, loopback(1)).await;
+    assert_eq!(c.login("alice", "wrong").await, 530);
+    let baseline_rss = status_kib(pid, "VmRSS");
+    let baseline_log = std::fs::metadata(&gw.log).expect("log").len();
+
+    async fn attempt(addr: SocketAddr, source: IpAddr, name: String) {
+        let (mut c, code) = Control::open(addr, source).await;
+        assert_eq!(code, 220);
+        c.send(format!("USER {name}\r\n").as_bytes()).await;
+        let user = c.reply().await.expect("USER reply");
+        if user == 331 {
+            assert_eq!(c.cmd("PASS wrong").await, 530);
+        } else {
+            // A bounded control line may refuse the name itself.
+            assert!((500..600).contains(&user), "USER answered {user}");
+        }
+    }
+    let mut set = JoinSet::new();
+    for i in 0..1_000usize {
+        let name = format!("{i:04}{}", "x".repeat(4096));
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 1, (i % 50) as u8 + 1));
+        set.spawn(attempt(gw.ftp, source, name));
+        if set.len() >= 20 {
+            set.join_next().await.expect("task").expect("attempt");
+        }
+    }
+    for i in 0..300usize {
+        let name = format!("{i:04}{}", "y".repeat(252));
+        let source = IpAddr::V4(Ipv4Addr::new(127, 0, 2, (i % 50) as u8 + 1));
+        set.spawn(attempt(gw.ftp, source, name));
+        if set.len() >= 20 {
+            set.join_next().await.expect("task").expect("attempt");
+        }
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("attempt");
+    }
+    let grown_log = std::fs::metadata(&gw.log).expect("log").len() - baseline_log;
+    let settled = eventually(Duration::from_secs(10), || async {
+        status_kib(pid, "VmRSS") <= baseline_rss + 20 * 1024
+    })
+    .await;
+    let rss = status_kib(pid, "VmRSS");
+    eprintln!(
+        "1,300 failed logins with long names: VmRSS {baseline_rss} -> {rss} KiB, log +{grown_log} bytes"
+    );
+    assert!(settled, "VmRSS {rss} KiB, baseline {baseline_rss} KiB");
+    assert!(grown_log < 2 << 20, "log grew by {grown_log} bytes");
+    // Still serving.
+    normal_session(gw.ftp, "after.bin", 1 << 16, 1).await;
+}
+
+/// 50 concurrent failed logins (argon2id, ~19 MiB per check) from 50
+/// addresses: verifications queue for a few slots, so peak memory grows by
+/// far less than 50 × 19 MiB, and the user is not locked out anywhere else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_storm_queues_for_the_hash() {
+    let gw = Process::start("file://{dir}/root", &[]).await;
+    let pid = gw.child.id().expect("running");
+    normal_session(gw.ftp, "warm.bin", 1 << 16, 0).await;
+    let resettable = reset_peak(pid);
+    let before = status_kib(pid, "VmRSS");
+    let mut set = JoinSet::new();
+    for i in 0..50u8 {
+        let addr = gw.ftp;
+        set.spawn(async move {
+            let (mut c, code) =
+                Control::open(addr, IpAddr::V4(Ipv4Addr::new(127, 0, 3, i + 1))).await;
+            assert_eq!(code, 220);
+            assert_eq!(c.login("alice", "wrong").await, 530);
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.expect("failed login");
+    }
+    let peak = status_kib(pid, "VmHWM");
+    let grown = peak.saturating_sub(before);
+    eprintln!(
+        "50 concurrent failed logins: VmRSS before {before} KiB, VmHWM {peak} KiB (reset: {resettable})"
+    );
+    assert!(grown < 200 * 1024, "peak grew by {grown} KiB");
+    let (mut c, _) = Control::open(gw.ftp, loopback(1)).await;
+    assert_eq!(c.login("alice", PASSWORD).await, 230);
+}
+
+/// Connections that never log in get a small cap of their own and a
+/// deadline NOOP cannot extend: 1,000 of them from 20 addresses take at
+/// most their share of places, sessions already logged in keep working, a
+/// client from another address still logs in, and every idler is closed
+/// at the login deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_connections_cannot_take_every_place() {
+    let gw = Process::start(
+        "file://{dir}/root",
+        &[
+            ("BUCKETFTP__SERVER__MAX_SESSIONS", "100"),
+            ("BUCKETFTP__SERVER__MAX_SESSIONS_PER_IP", "100"),
+            ("BUCKETFTP__SERVER__MAX_UNAUTHENTICATED", "50"),
+            ("BUCKETFTP__SERVER__MAX_UNAUTHENTICATED_PER_IP", "2"),
+            ("BUCKETFTP__SERVER__LOGIN_TIMEOUT", "15s"),
+        ],
+    )
+    .await;
+    let (mut early, _) = Control::open(gw.ftp, loopback(1)).await;
+    assert_eq!(early.login("alice", PASSWORD).await, 230);
+
+    // Opened in batches well inside the login deadline, so no idler is
+    // closed (and its place reused) while the flood is still arriving.
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for batch in 0..5usize {
+        let mut set = JoinSet::new();
+        for j in 0..200usize {
+            let i = batch * 200 + j;
+            let source = IpAddr::V4(Ipv4Addr::new(127, 0, 4, (i % 20) as u8 + 1));
+            set.spawn(Control::open(gw.ftp, source));
+        }
+        while let Some(opened) = set.join_next().await {
+            let (mut c, code) = opened.expect("connect");
+            match code {
+                220 => {
+                    assert_eq!(c.cmd("NOOP").await, 200);
+                    admitted.push(c);
+                }
+                421 => refused += 1,
+                other => panic!("greeting {other}"),
+            }
+        }
+    }
+    assert!(
+        admitted.len() <= 40,
+        "{} unauthenticated connections admitted",
+        admitted.len()
+    );
+    assert_eq!(admitted.len() + refused, 1_000);
+    // Logged-in sessions and newcomers from other addresses are unaffected.
+    assert_eq!(early.cmd("PWD").await, 257);
+    let (mut late, code) = Control::open(gw.ftp, loopback(2)).await;
+    assert_eq!(code, 220, "a client from another address");
+    assert_eq!(late.login("alice", PASSWORD).await, 230);
+
+    // NOOP does not extend the login deadline: every idler is closed.
+    let started = Instant::now();
+    let count = admitted.len();
+    let mut closed = 0;
+    for mut c in admitted {
+        // Keep talking until the server hangs up.
+        loop {
+            c.send(b"NOOP\r\n").await;
+            match c.reply().await {
+                Some(200) => tokio::time::sleep(Duration::from_millis(200)).await,
+                Some(421) | None => break,
+                Some(other) => panic!("NOOP answered {other}"),
+            }
+        }
+        closed += 1;
+    }
+    assert_eq!(closed, count);
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "closed before the deadline could have passed"
+    );
+    let text = metrics(&gw).await;
+    assert!(
+        metric(
+            &text,
+            r#"bucketftp_sessions_rejected_total{reason="login_timeout"}"#
+        )
+        .is_some_and(|n| n >= count as f64),
+        "{text}"
+    );
+    assert_eq!(
+        early.cmd("NOOP").await,
+        200,
+        "the logged-in session outlives the deadline"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -450,18 +726,22 @@ async fn session_limits_answer_421_and_spare_admitted_sessions() {
         ],
     )
     .await;
+    // Each admitted connection logs in at once: connections not logged
+    // in have a smaller cap of their own (tested above).
     let mut admitted = Vec::new();
     for n in 0..5 {
-        let (c, code) = Control::open(gw.ftp, loopback(1)).await;
+        let (mut c, code) = Control::open(gw.ftp, loopback(1)).await;
         assert_eq!(code, 220, "connection {n} from 127.0.0.1");
+        assert_eq!(c.login("alice", PASSWORD).await, 230, "session {n}");
         admitted.push(c);
     }
     let (sixth, code) = Control::open(gw.ftp, loopback(1)).await;
     assert_eq!(code, 421, "6th connection from one address");
     assert!(sixth.closed_by_server().await, "421 then close");
     for n in 0..3 {
-        let (c, code) = Control::open(gw.ftp, loopback(2)).await;
+        let (mut c, code) = Control::open(gw.ftp, loopback(2)).await;
         assert_eq!(code, 220, "connection {n} from 127.0.0.2");
+        assert_eq!(c.login("alice", PASSWORD).await, 230, "session {n} from .2");
         admitted.push(c);
     }
     let (ninth, code) = Control::open(gw.ftp, loopback(3)).await;
@@ -470,7 +750,6 @@ async fn session_limits_answer_421_and_spare_admitted_sessions() {
 
     // The admitted ones work normally.
     for (n, c) in admitted.iter_mut().enumerate() {
-        assert_eq!(c.login("alice", PASSWORD).await, 230, "session {n}");
         assert_eq!(c.cmd("PWD").await, 257, "session {n}");
     }
     let text = metrics(&gw).await;
@@ -549,4 +828,56 @@ async fn port_never_connects_elsewhere() {
         !reached && code != 200,
         "PORT to 127.0.0.2 answered {code} and connected: {reached}"
     );
+}
+
+/// An upload sent one byte per TCP segment: reads are gathered into full
+/// buffers, so 1 MB trickled in grows peak memory by under 8 MiB (when
+/// every read was kept as its own chunk, 200 kB grew it by 4.7 MiB here
+/// and 1 MB by 11 MiB), and the object is complete.
+async fn trickled_upload(storage: &str, args: &[String]) {
+    let gw = Process::start_with(storage, args, &[]).await;
+    let pid = gw.child.id().expect("running");
+    let mut ftp = gw.login().await;
+    round_trip(&mut ftp, "warm.bin", 1 << 16, 0).await;
+    let resettable = reset_peak(pid);
+    let before = status_kib(pid, "VmRSS");
+    let data = payload(1_000_000, 5);
+    let mut stream = ftp.put_with_stream("trickle.bin").await.expect("STOR");
+    socket2::SockRef::from(stream.get_mut().get_ref())
+        .set_nodelay(true)
+        .expect("TCP_NODELAY");
+    for byte in &data {
+        stream
+            .write_all(std::slice::from_ref(byte))
+            .await
+            .expect("send");
+    }
+    stream.finish().await.expect("226");
+    let peak = status_kib(pid, if resettable { "VmHWM" } else { "VmRSS" });
+    let grown = peak.saturating_sub(before);
+    eprintln!("1 MB sent byte by byte to {storage}: VmRSS {before} KiB, peak {peak} KiB (peak reset: {resettable})");
+    assert!(grown < 8 * 1024, "peak grew by {grown} KiB");
+    assert!(
+        common::retr(&mut ftp, "trickle.bin").await == data,
+        "object differs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_upload_memory_local() {
+    trickled_upload("file://{dir}/root", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trickled_upload_memory_s3() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let Some((url, options)) = common::storage_for(common::Backend::S3, dir.path(), "trickle")
+    else {
+        return;
+    };
+    let args: Vec<String> = options
+        .iter()
+        .flat_map(|(k, v)| ["--storage-option".to_string(), format!("{k}={v}")])
+        .collect();
+    trickled_upload(&url, &args).await;
 }

@@ -36,7 +36,7 @@ impl ObjectBackend {
         if user.account.gcs_engine.is_some() {
             return Err(super::sbe_gcs::unsupported("checksums"));
         }
-        let key = self.key(user, path)?;
+        let key = self.key(user, path).await?;
         let store = &user.account.store.store;
         let head = store
             .get_opts(

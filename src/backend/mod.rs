@@ -18,6 +18,7 @@
 mod checksums;
 mod directories;
 pub mod download;
+pub mod local_paths;
 pub mod reply_codes;
 pub mod sbe_gcs;
 pub mod upload;
@@ -30,7 +31,7 @@ use directories::{Entry, EntryKind};
 use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::ObjectStoreExt;
-use reply_codes::{path_error, storage_error};
+use reply_codes::{local_path_error, path_error, storage_error};
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -92,8 +93,25 @@ impl ObjectBackend {
         }
     }
 
-    fn key(&self, user: &SessionUser, path: &Path) -> StorageResult<ObjectPath> {
-        user.account.jail.key(path).map_err(path_error)
+    /// The object key for an FTP path: jailed under the user's home and, on
+    /// `file://`, checked against what a local store can hold (names it
+    /// reserves, symbolic links leading outside its root).
+    async fn key(&self, user: &SessionUser, path: &Path) -> StorageResult<ObjectPath> {
+        let key = user.account.jail.key(path).map_err(path_error)?;
+        if let StoreKind::Local { root, fs } = &user.account.store.kind {
+            local_paths::check(root, fs, &key)
+                .await
+                .map_err(local_path_error)?;
+        }
+        Ok(key)
+    }
+
+    /// Metadata reveals that a file exists, so it needs one of the
+    /// permissions that show files (SIZE, MDTM, MLST, RNFR; APPE's size
+    /// probe then finds nothing and the upload is checked as a new file).
+    fn allow_metadata(&self, user: &SessionUser) -> StorageResult<()> {
+        self.allow(user, Permission::List)
+            .or_else(|_| self.allow(user, Permission::Read))
     }
 
     fn begin(&self, direction: Direction) -> StorageResult<crate::transfers::TransferGuard> {
@@ -105,6 +123,41 @@ impl ObjectBackend {
             };
             StorageError::new(kind, e)
         })
+    }
+
+    /// For users without [`Permission::Overwrite`]: refuses an upload that
+    /// would replace or extend an existing file. (Checked before the upload;
+    /// two uploads racing to create the same name can both pass.)
+    async fn refuse_existing(
+        &self,
+        user: &SessionUser,
+        path: &Path,
+        start_pos: u64,
+    ) -> StorageResult<()> {
+        let refused = || {
+            StorageError::new(
+                StorageErrorKind::PermanentFileNotAvailable,
+                "file exists and this user may not overwrite files",
+            )
+        };
+        if start_pos > 0 {
+            return Err(refused());
+        }
+        let exists = if let Some(gcs) = &user.account.gcs_engine {
+            sbe_gcs::ops::metadata(gcs, user, path).await.is_ok()
+        } else {
+            let key = self.key(user, path).await?;
+            match user.account.store.store.head(&key).await {
+                Ok(_) => true,
+                Err(object_store::Error::NotFound { .. }) => false,
+                Err(e) => return Err(storage_error(e)),
+            }
+        };
+        if exists {
+            Err(refused())
+        } else {
+            Ok(())
+        }
     }
 
     /// What runs when a download's reader is dropped: the audit record and
@@ -316,15 +369,23 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             .await
     }
 
+    /// libunftp calls this once the password was accepted: the session
+    /// stops counting as unauthenticated and its login deadline is lifted.
+    fn enter(&mut self, _user: &SessionUser) -> std::io::Result<()> {
+        self.session.mark_logged_in();
+        Ok(())
+    }
+
     async fn metadata<P: AsRef<Path> + Send + Debug>(
         &self,
         user: &SessionUser,
         path: P,
     ) -> StorageResult<ObjectMetadata> {
+        self.allow_metadata(user)?;
         if let Some(gcs) = &user.account.gcs_engine {
             return sbe_gcs::ops::metadata(gcs, user, path.as_ref()).await;
         }
-        let key = self.key(user, path.as_ref())?;
+        let key = self.key(user, path.as_ref()).await?;
         let account = &user.account;
         match directories::stat(&account.store, account.jail.root(), &key).await {
             Ok(Some(entry)) => Ok(ObjectMetadata::from(&entry)),
@@ -348,7 +409,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::list(gcs, user, path.as_ref()).await;
             }
-            let key = self.key(user, path.as_ref())?;
+            let key = self.key(user, path.as_ref()).await?;
             let account = &user.account;
             let entries = directories::list(&account.store, account.jail.root(), &key)
                 .await
@@ -414,7 +475,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                     self.finish_download(user, &path, started),
                 ));
             }
-            let key = self.key(user, path.as_ref())?;
+            let key = self.key(user, path.as_ref()).await?;
             let store = &user.account.store.store;
             if start_pos > 0 {
                 let meta = store.head(&key).await.map_err(storage_error)?;
@@ -479,6 +540,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Write)?;
+            if !user.account.permissions.allows(Permission::Overwrite) {
+                self.refuse_existing(user, path.as_ref(), start_pos).await?;
+            }
             if let Some(gcs) = &user.account.gcs_engine {
                 let guard = self.begin(Direction::Upload)?;
                 let input = sbe_gcs::GuardedInput::new(
@@ -495,7 +559,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 );
                 return received;
             }
-            let key = self.key(user, path.as_ref())?;
+            let key = self.key(user, path.as_ref()).await?;
             if &key == user.account.jail.root() {
                 return Err(StorageError::new(
                     StorageErrorKind::FileNameNotAllowedError,
@@ -566,7 +630,13 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::del(gcs, user, path.as_ref()).await;
             }
-            let key = self.key(user, path.as_ref())?;
+            let key = self.key(user, path.as_ref()).await?;
+            if &key == user.account.jail.root() {
+                return Err(StorageError::new(
+                    StorageErrorKind::PermanentFileNotAvailable,
+                    "the home directory is not a file",
+                ));
+            }
             let store = &user.account.store.store;
             // S3 answers a delete of a missing key with success; DELE of a
             // missing file must be 550, so look first.
@@ -588,7 +658,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 return sbe_gcs::ops::mkd(gcs, user, path.as_ref(), self.settings.mkd_existing_ok)
                     .await;
             }
-            let key = self.key(user, path.as_ref())?;
+            let key = self.key(user, path.as_ref()).await?;
             let account = &user.account;
             match directories::stat(&account.store, account.jail.root(), &key)
                 .await
@@ -626,8 +696,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             if user.account.gcs_engine.is_some() {
                 return Err(sbe_gcs::unsupported("rename"));
             }
-            let from_key = self.key(user, from.as_ref())?;
-            let to_key = self.key(user, to.as_ref())?;
+            let from_key = self.key(user, from.as_ref()).await?;
+            let to_key = self.key(user, to.as_ref()).await?;
             let account = &user.account;
             let root = account.jail.root();
             if &from_key == root || &to_key == root {
@@ -681,7 +751,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::rmd(gcs, user, path.as_ref()).await;
             }
-            let key = self.key(user, path.as_ref())?;
+            let key = self.key(user, path.as_ref()).await?;
             let account = &user.account;
             if &key == account.jail.root() {
                 return Err(StorageError::new(
@@ -699,6 +769,15 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         user: &SessionUser,
         path: P,
     ) -> StorageResult<()> {
+        if !user.account.permissions.allows(Permission::List) {
+            // A user who may not list learns nothing from CWD: every
+            // directory inside the home "exists" (uploads create what they
+            // need), so a drop box can still CWD to where it uploads.
+            return match user.account.jail.key(path.as_ref()) {
+                Ok(_) => Ok(()),
+                Err(e) => Err(path_error(e)),
+            };
+        }
         if let Some(gcs) = &user.account.gcs_engine {
             return sbe_gcs::ops::cwd(gcs, user, path.as_ref()).await;
         }
@@ -712,7 +791,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 "cannot change above the home directory",
             ));
         }
-        let key = self.key(user, path.as_ref())?;
+        let key = self.key(user, path.as_ref()).await?;
         let account = &user.account;
         match directories::stat(&account.store, account.jail.root(), &key)
             .await

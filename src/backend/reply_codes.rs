@@ -4,6 +4,7 @@
 //! kind well is what lets a client tell "retry later" (4xx) from "give up"
 //! (5xx). Every row has a unit test below.
 
+use super::local_paths::LocalPathError;
 use crate::paths::PathError;
 use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind};
 
@@ -81,6 +82,25 @@ pub fn storage_error(err: object_store::Error) -> StorageError {
 /// A path the jail refused becomes 553 "file name not allowed".
 pub fn path_error(err: PathError) -> StorageError {
     StorageError::new(StorageErrorKind::FileNameNotAllowedError, err)
+}
+
+/// A key a `file://` store cannot use: names it cannot hold are 553 (the
+/// client should pick another name, not retry); a path leading outside the
+/// root through a symbolic link is 550, as if nothing were there.
+pub fn local_path_error(err: LocalPathError) -> StorageError {
+    let kind = match &err {
+        LocalPathError::Reserved(_) | LocalPathError::TooLong => {
+            StorageErrorKind::FileNameNotAllowedError
+        }
+        LocalPathError::OutsideRoot | LocalPathError::Resolve(_) => {
+            StorageErrorKind::PermanentFileNotAvailable
+        }
+        LocalPathError::Map(e) => kind_for(e),
+    };
+    if matches!(err, LocalPathError::OutsideRoot) {
+        tracing::warn!("refused a path that resolves outside the file:// root (symbolic link)");
+    }
+    StorageError::new(kind, err)
 }
 
 #[cfg(test)]
@@ -204,6 +224,38 @@ mod tests {
             kind_for(&err),
             StorageErrorKind::InsufficientStorageSpaceError
         );
+    }
+
+    #[test]
+    fn local_path_rows() {
+        let rows = [
+            (
+                LocalPathError::Reserved("a#1".into()),
+                StorageErrorKind::FileNameNotAllowedError,
+            ),
+            (
+                LocalPathError::TooLong,
+                StorageErrorKind::FileNameNotAllowedError,
+            ),
+            (
+                LocalPathError::OutsideRoot,
+                StorageErrorKind::PermanentFileNotAvailable,
+            ),
+            (
+                LocalPathError::Resolve(std::io::Error::from_raw_os_error(40)),
+                StorageErrorKind::PermanentFileNotAvailable,
+            ),
+            (
+                LocalPathError::Map(E::InvalidPath {
+                    source: object_store::path::Error::EmptySegment { path: "k".into() },
+                }),
+                StorageErrorKind::FileNameNotAllowedError,
+            ),
+        ];
+        for (err, want) in rows {
+            let shown = err.to_string();
+            assert_eq!(local_path_error(err).kind(), want, "{shown}");
+        }
     }
 
     #[test]

@@ -94,7 +94,11 @@ pub struct Committed {
 /// uploads peaked at 636 MiB with 1 MiB, 588 with 256 KiB and 556 with
 /// 64 KiB (docs/benchmarks.md); a socket read rarely returns more anyway.
 const READ_CHUNK: usize = 64 * 1024;
-/// Below this much spare room, start a fresh read allocation.
+/// Below this much spare room, the allocation is handed on as one chunk and
+/// reads go into a fresh one. Reads are gathered in place until then: a
+/// client that sends one byte per TCP segment would otherwise make every
+/// byte its own chunk (~116 bytes of bookkeeping each), so memory per upload
+/// depends on its part size, never on how the client segments its data.
 const MIN_READ: usize = 16 * 1024;
 
 /// Why an upload did not complete (it left nothing behind in every case).
@@ -283,11 +287,6 @@ where
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut received: u64 = 0;
         loop {
-            if buf.capacity() < MIN_READ {
-                // The rest of the previous allocation is too small to be
-                // worth a read; earlier chunks keep theirs alive.
-                buf = BytesMut::with_capacity(READ_CHUNK);
-            }
             let n = tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
@@ -302,7 +301,19 @@ where
             }
             received += n as u64;
             crate::metrics::bytes_received(n);
-            let chunk = buf.split().freeze();
+            if buf.capacity() - buf.len() >= MIN_READ {
+                continue;
+            }
+            let chunk = std::mem::replace(&mut buf, BytesMut::with_capacity(READ_CHUNK)).freeze();
+            digests.update(&chunk);
+            tokio::select! {
+                biased;
+                _ = guard.cancelled() => return Err(UploadError::Shutdown),
+                written = sink.write(chunk) => written.map_err(UploadError::Store)?,
+            }
+        }
+        if !buf.is_empty() {
+            let chunk = buf.freeze();
             digests.update(&chunk);
             tokio::select! {
                 biased;
