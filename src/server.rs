@@ -180,17 +180,13 @@ impl FtpService {
         let _ = stream.set_nodelay(true);
         let std_stream = stream.into_std().map_err(SessionError::Socket)?;
         let control_copy = std_stream.try_clone().ok();
-        let closer = std_stream.try_clone().map_err(SessionError::Socket)?;
         let stream = TcpStream::from_std(std_stream).map_err(SessionError::Socket)?;
         let context = Arc::new(SessionContext::new(peer, control_copy));
         tracing::debug!(session = context.id, client_ip = %peer.ip(), "session start");
         let server = match self.build_server(context.clone()) {
             Ok(server) => server,
             Err(e @ SessionError::NoTls) => {
-                use std::io::Write;
-                let _ = (&closer)
-                    .write_all(b"421 TLS is required but not available, try again later\r\n");
-                let _ = closer.shutdown(std::net::Shutdown::Both);
+                context.hang_up(b"421 TLS is required but not available, try again later\r\n");
                 return Err(e);
             }
             Err(e) => return Err(e),
@@ -214,14 +210,11 @@ impl FtpService {
         let ended = match ended {
             Some(ended) => ended,
             None => {
-                // libunftp runs the control loop in a task of its own, so
-                // dropping `service` would not end it: shutting the socket
-                // down does (the loop reads end-of-stream and exits).
+                // Dropping `service` would not end libunftp's control loop
+                // (a task of its own); shutting the socket down does.
                 crate::metrics::session_rejected("login_timeout");
                 tracing::info!(session = context.id, client_ip = %peer.ip(), timeout = ?login_timeout, "closing connection: no login in time");
-                use std::io::Write;
-                let _ = (&closer).write_all(b"421 Login timeout, closing connection\r\n");
-                let _ = closer.shutdown(std::net::Shutdown::Both);
+                context.hang_up(b"421 Login timeout, closing connection\r\n");
                 service.await
             }
         };

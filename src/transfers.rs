@@ -193,6 +193,19 @@ impl SessionContext {
         }
     }
 
+    /// Sends `farewell` (a complete reply line) and shuts the control
+    /// connection down in both directions. libunftp runs its control loop
+    /// in a task of its own, so this is how the gateway ends a session:
+    /// the loop reads end-of-stream and exits. Best effort: the socket is
+    /// non-blocking and a full send buffer drops the farewell.
+    pub fn hang_up(&self, farewell: &[u8]) {
+        if let Some(socket) = &self.control {
+            use std::io::Write;
+            let _ = (&*socket).write_all(farewell);
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
     /// Records that the session's user logged in.
     pub fn mark_logged_in(&self) {
         self.logged_in.send_replace(true);
