@@ -95,6 +95,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "monitoring": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [
+                {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+            ],
+        },
     },
     "existing-secret": {
         "existingSecret": "ftp-accounts",
