@@ -19,6 +19,8 @@
 //! - [`integrity`]: digests computed while uploads stream, stored as object
 //!   metadata; `Content-Type` from names; on-demand digests.
 //! - [`local_attributes`]: object attributes as xattrs on `file://`.
+//! - [`cloud_attributes`]: digests of multipart uploads written on S3 and
+//!   Azure objects once committed.
 //! - [`events`]: a CloudEvents webhook per committed upload.
 //!
 //! The binary (`src/main.rs`) only parses flags and calls [`run`]; tests call
@@ -28,6 +30,7 @@
 
 pub mod auth;
 pub mod backend;
+pub mod cloud_attributes;
 pub mod config;
 pub mod events;
 pub mod http;

@@ -57,7 +57,8 @@ impl CompletionAttributes {
         let _ = self.0.set(attributes);
     }
 
-    fn get(&self) -> Option<&Attributes> {
+    /// The attributes, once set.
+    pub fn get(&self) -> Option<&Attributes> {
         self.0.get()
     }
 }

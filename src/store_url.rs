@@ -8,6 +8,7 @@
 //! cloud environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are honoured as
 //! object_store's `from_env` builders do; explicit options win over them.
 
+use crate::cloud_attributes::{Cloud, CloudAttributesStore};
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::azure::AzureConfigKey;
 use object_store::gcp::GoogleConfigKey;
@@ -248,7 +249,8 @@ fn build_cloud(
                     b = b.with_config(key, v);
                 }
             }
-            Arc::new(b.with_retry(retry).build()?)
+            let bucket = url.host_str().unwrap_or_default().to_string();
+            cloud_attributes(Cloud::S3(Arc::new(b.with_retry(retry).build()?), bucket))?
         }
         "gs" => {
             let mut b = object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url.as_str());
@@ -266,9 +268,20 @@ fn build_cloud(
                     b = b.with_config(key, v);
                 }
             }
-            Arc::new(b.with_retry(retry).build()?)
+            cloud_attributes(Cloud::Azure(Arc::new(b.with_retry(retry).build()?)))?
         }
     })
+}
+
+/// S3 and Azure stores are wrapped so multipart uploads get their digests
+/// once committed (see [`crate::cloud_attributes`]).
+fn cloud_attributes(cloud: Cloud) -> object_store::Result<Arc<dyn ObjectStore>> {
+    CloudAttributesStore::new(cloud)
+        .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+        .map_err(|e| object_store::Error::Generic {
+            store: "bucketftp",
+            source: Box::new(e),
+        })
 }
 
 /// The key prefix in a cloud URL (`s3://bucket/a/b` → `a/b`).

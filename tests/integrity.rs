@@ -128,32 +128,59 @@ async fn digest_stored_on_azure() {
     digest_stored_with_every_upload(Backend::Azure).await;
 }
 
-/// A multipart upload on `file://` gets its digest at completion (xattrs
-/// written after the last part), readable with a HEAD alone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn multipart_digest_on_local() {
-    let Some(gw) = Gateway::start(Backend::Local).await else {
+/// A multipart upload gets its digest at completion — xattrs on `file://`,
+/// a metadata update on S3 and Azure — readable with a HEAD alone, and
+/// keeps its Content-Type.
+async fn multipart_digest(backend: Backend) {
+    let Some(gw) = Gateway::start(backend).await else {
         return;
     };
     let mut ftp = gw.login("alice").await;
     let data = payload(11 * 1024 * 1024 + 12345, 4);
-    ftp.put_file("big.bin", &mut data.as_slice())
+    ftp.put_file("big-photo.jpg", &mut data.as_slice())
         .await
         .expect("STOR");
-    let a = attributes(&gw, "big.bin").await;
-    assert_eq!(metadata(&a, "sha256"), Some(sha256(&data).as_str()));
-    // The xattr is on the file itself, for other tools to read.
-    let file = gw.dir.path().join("root/big.bin");
-    let out = std::process::Command::new("python3")
-        .args([
-            "-c",
-            "import os,sys; print(os.getxattr(sys.argv[1], 'user.bucketftp.sha256').decode())",
-        ])
-        .arg(&file)
-        .output()
-        .expect("python3");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sha256(&data));
+    let a = attributes(&gw, "big-photo.jpg").await;
+    assert_eq!(
+        metadata(&a, "sha256"),
+        Some(sha256(&data).as_str()),
+        "{backend:?}"
+    );
+    assert_eq!(
+        a.get(&Attribute::ContentType).map(|v| v.as_ref()),
+        Some("image/jpeg"),
+        "{backend:?}"
+    );
+    assert_eq!(gw.object("big-photo.jpg").await.as_deref(), Some(&data[..]));
+    if backend == Backend::Local {
+        // The xattr is on the file itself, for other tools to read.
+        let file = gw.dir.path().join("root/big-photo.jpg");
+        let out = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import os,sys; print(os.getxattr(sys.argv[1], 'user.bucketftp.sha256').decode())",
+            ])
+            .arg(&file)
+            .output()
+            .expect("python3");
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), sha256(&data));
+    }
     ftp.quit().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_digest_on_local() {
+    multipart_digest(Backend::Local).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_digest_on_s3() {
+    multipart_digest(Backend::S3).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multipart_digest_on_azure() {
+    multipart_digest(Backend::Azure).await;
 }
 
 /// `storage.content_type = "none"` leaves Content-Type alone.

@@ -25,13 +25,14 @@ use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, 
 pub const ON_DEMAND_LIMIT: u64 = 4 << 30;
 
 impl ObjectBackend {
-    /// The `algorithm` digest (lowercase hex) of the object at `path`.
+    /// The `algorithm` digest (lowercase hex) of the object at `path`, and
+    /// the object's size.
     pub async fn checksum(
         &self,
         user: &SessionUser,
         path: &Path,
         algorithm: Algorithm,
-    ) -> Result<String> {
+    ) -> Result<(String, u64)> {
         self.allow(user, Permission::Read)?;
         if user.account.gcs_engine.is_some() {
             return Err(super::sbe_gcs::unsupported("checksums"));
@@ -48,10 +49,10 @@ impl ObjectBackend {
             )
             .await
             .map_err(storage_error)?;
-        if let Some(value) = integrity::stored(&head.attributes, algorithm) {
-            return Ok(value);
-        }
         let size = head.meta.size;
+        if let Some(value) = integrity::stored(&head.attributes, algorithm) {
+            return Ok((value, size));
+        }
         if size > ON_DEMAND_LIMIT {
             return Err(StorageError::new(
                 StorageErrorKind::PermanentFileNotAvailable,
@@ -76,10 +77,12 @@ impl ObjectBackend {
                 StorageErrorKind::TransientFileNotAvailable,
                 "server shutting down",
             )),
-            digest = integrity::compute(algorithm, body) => digest.map_err(|e| match e {
-                DigestError::Read(source) => storage_error(source),
-                other => StorageError::new(StorageErrorKind::LocalError, other),
-            }),
+            digest = integrity::compute(algorithm, body) => digest
+                .map(|digest| (digest, size))
+                .map_err(|e| match e {
+                    DigestError::Read(source) => storage_error(source),
+                    other => StorageError::new(StorageErrorKind::LocalError, other),
+                }),
         }
     }
 }

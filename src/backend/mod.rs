@@ -367,6 +367,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
     ) -> StorageResult<String> {
         self.checksum(user, path.as_ref(), crate::integrity::Algorithm::Md5)
             .await
+            .map(|(digest, _)| digest)
     }
 
     /// libunftp calls this once the password was accepted: the session
