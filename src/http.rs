@@ -115,17 +115,44 @@ impl Health {
     }
 }
 
+/// Why a probe failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ProbeFailure {
+    /// The store did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The store answered with an error.
+    #[error("{reason}")]
+    Store {
+        /// One line, see [`concise_reason`].
+        reason: String,
+        /// The whole error chain (the store's XML answer included).
+        detail: String,
+    },
+    /// The local directory cannot be read.
+    #[error("{0}")]
+    Local(String),
+}
+
 /// One cheap request that proves the bucket exists and takes our
 /// credentials: a listing of a prefix that holds nothing.
 pub async fn probe(store: &OpenedStore) -> Result<(), String> {
+    probe_store(store).await.map_err(|e| e.to_string())
+}
+
+/// [`probe`], with the kind of failure kept for the start-up message.
+pub async fn probe_store(store: &OpenedStore) -> Result<(), ProbeFailure> {
     if let StoreKind::Local { fs, .. } = &store.kind {
         let root = fs
             .path_to_filesystem(&ObjectPath::from("probe"))
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ProbeFailure::Local(e.to_string()))?;
         let dir = root.parent().map(|p| p.to_path_buf()).unwrap_or_default();
         return match tokio::fs::read_dir(&dir).await {
             Ok(_) => Ok(()),
-            Err(e) => Err(format!("cannot read {}: {e}", dir.display())),
+            Err(e) => Err(ProbeFailure::Local(format!(
+                "cannot read {}: {e}",
+                dir.display()
+            ))),
         };
     }
     // A listing, not a HEAD: a HEAD in a bucket that does not exist also
@@ -138,9 +165,15 @@ pub async fn probe(store: &OpenedStore) -> Result<(), String> {
     )
     .await
     {
-        Err(_) => Err(format!("no answer within {PROBE_TIMEOUT:?}")),
+        Err(_) => Err(ProbeFailure::Timeout(PROBE_TIMEOUT)),
         Ok(Ok(_)) => Ok(()),
-        Ok(Err(e)) => Err(concise_reason(&crate::error_chain(&e))),
+        Ok(Err(e)) => {
+            let detail = crate::error_chain(&e);
+            Err(ProbeFailure::Store {
+                reason: concise_reason(&detail),
+                detail,
+            })
+        }
     }
 }
 

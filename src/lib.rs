@@ -7,6 +7,7 @@
 //! # Layout
 //! - [`config`]: TOML + environment + flags → validated [`config::Config`].
 //! - [`store_url`]: storage URL + options → object store (one code path).
+//! - [`storage_check`]: start-up storage errors worded with endpoint and fix.
 //! - [`paths`]: FTP path → object key, jailed under the user's home.
 //! - [`auth`]: accounts, password hashes, lockout, libunftp authenticator.
 //! - [`backend`]: libunftp `StorageBackend` over `object_store` (listing,
@@ -40,6 +41,7 @@ pub mod local_attributes;
 pub mod metrics;
 pub mod paths;
 pub mod server;
+pub mod storage_check;
 pub mod store_url;
 pub mod tls;
 pub mod transfers;
@@ -117,12 +119,21 @@ pub fn error_chain(err: &dyn std::error::Error) -> String {
 /// spans and info-level chatter are kept at `warn` unless the operator's
 /// filter names `libunftp` explicitly. Our audit records cover the same
 /// ground without secrets.
+///
+/// Colour only when stderr is a terminal and `NO_COLOR` is unset or empty
+/// (<https://no-color.org>): escape codes in a log file or a container's
+/// log stream are noise.
 pub fn init_logging(log: &config::LogConfig) {
     let directive = log_directive(&log.level);
     let filter = tracing_subscriber::EnvFilter::try_new(&directive)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,libunftp=warn"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directive("info")));
+    let colour = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Text => builder.try_init(),
@@ -130,18 +141,38 @@ pub fn init_logging(log: &config::LogConfig) {
     };
 }
 
+/// libunftp's CWD handler warns on every failed CWD, but a failed CWD is
+/// routine: `curl --ftp-create-dirs` and most GUI clients probe with CWD
+/// before MKD. The back-end logs the expected case at debug instead
+/// (`ObjectBackend::cwd`), and storage failures behind a CWD at warn.
+const CWD_DIRECTIVE: &str = "libunftp::server::controlchan::commands::cwd=error";
+
+/// See [`log_directive`].
+const PASS_DIRECTIVE: &str = "libunftp::server::controlchan::commands::pass=error";
+
 /// The effective log filter for an operator's `log.level`.
 ///
 /// libunftp's PASS handler warns about every failed login with the whole
 /// user name (a client may send kilobytes of it); our authenticator already
 /// writes one line per refusal with the name cut short, so that module is
 /// kept at `error`.
+///
+/// object_store logs every retry at info; what matters of a failing
+/// request reaches the log once, from whoever gave up (the audit line, the
+/// start-up error), so its own lines start at warn unless the operator's
+/// filter names `object_store`.
 pub fn log_directive(level: &str) -> String {
-    if level.contains("libunftp") {
-        level.to_string()
-    } else {
-        format!("{level},libunftp=warn,libunftp::server::controlchan::commands::pass=error")
+    let mut directive = level.to_string();
+    if !level.contains("libunftp") {
+        directive.push_str(",libunftp=warn,");
+        directive.push_str(PASS_DIRECTIVE);
+        directive.push(',');
+        directive.push_str(CWD_DIRECTIVE);
     }
+    if !level.contains("object_store") {
+        directive.push_str(",object_store=warn");
+    }
+    directive
 }
 
 /// Opens every store the configuration names and builds the accounts.
@@ -268,15 +299,35 @@ pub async fn serve(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    metrics::init();
-    for store in &stores {
-        http::probe(store)
-            .await
-            .map_err(|reason| RunError::StorageUnreachable {
+    check_storage(&stores).await?;
+    serve_checked(config, accounts, stores, transfers, listeners, shutdown).await
+}
+
+/// Probes every store once; the error is one line naming the store, its
+/// endpoint and the fix (see [`storage_check`]).
+pub async fn check_storage(stores: &[OpenedStore]) -> Result<(), RunError> {
+    for store in stores {
+        if let Err(failure) = http::probe_store(store).await {
+            return Err(RunError::StorageUnreachable {
                 url: store.display_url.clone(),
-                reason,
-            })?;
+                reason: storage_check::explain(store, failure).await,
+            });
+        }
     }
+    Ok(())
+}
+
+/// [`serve`] after [`check_storage`] passed (the binary prints its banner
+/// in between, so nothing claims to serve a store that does not work).
+pub async fn serve_checked(
+    config: Config,
+    accounts: Accounts,
+    stores: Vec<OpenedStore>,
+    transfers: Arc<transfers::Transfers>,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    metrics::init();
     let config = Arc::new(config);
     let events = config
         .events

@@ -186,6 +186,7 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
     } else {
         None
     };
+    let (accounts, stores) = bucketftp::build_accounts(&config, &env)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let ftp = tokio::net::TcpListener::bind(config.server.listen)
@@ -200,6 +201,9 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
             None => None,
         };
         let addr = ftp.local_addr()?;
+        // The banner only once the storage answered: a wrong bucket or
+        // endpoint shows as one error line, not as a server that seems up.
+        bucketftp::check_storage(&stores).await?;
         println!("bucketftp serving {} on ftp://{addr}/", config.storage.url);
         match &generated {
             Some(password) => println!("log in as user \"bucketftp\" with password \"{password}\", e.g.: curl -T FILE ftp://bucketftp:{password}@{addr}/"),
@@ -208,7 +212,16 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
         if let Some(http) = &http {
             println!("metrics and health on http://{}/metrics", http.local_addr()?);
         }
-        bucketftp::run(config, &env, bucketftp::Listeners { ftp, http }, shutdown_signal()).await?;
+        let transfers = bucketftp::transfers::Transfers::new(config.server.max_uploads);
+        bucketftp::serve_checked(
+            config,
+            accounts,
+            stores,
+            transfers,
+            bucketftp::Listeners { ftp, http },
+            shutdown_signal(),
+        )
+        .await?;
         anyhow::Ok(())
     })
 }

@@ -57,6 +57,9 @@ pub enum StoreUrlError {
     /// The prefix part of the URL is not a valid object path.
     #[error("invalid prefix in storage url")]
     Prefix(#[source] object_store::path::Error),
+    /// The options cannot work (no credentials, plain http not allowed).
+    #[error(transparent)]
+    Preflight(#[from] crate::storage_check::PreflightError),
     /// object_store refused the configuration (bad bucket, bad option value).
     #[error("invalid storage configuration")]
     Build(#[source] object_store::Error),
@@ -106,6 +109,10 @@ pub struct OpenedStore {
     pub kind: StoreKind,
     /// The URL, with any credentials removed, for logs.
     pub display_url: String,
+    /// The endpoint a cloud store talks to (for start-up messages).
+    pub endpoint: Option<String>,
+    /// The bucket or container of a cloud store (for start-up messages).
+    pub bucket: Option<String>,
 }
 
 /// Options we set unless the operator does: object_store's 30 s default
@@ -136,6 +143,8 @@ pub fn open_store(
                 base: ObjectPath::ROOT,
                 kind: StoreKind::Memory,
                 display_url,
+                endpoint: None,
+                bucket: None,
             })
         }
         "file" => {
@@ -163,6 +172,8 @@ pub fn open_store(
                 base: ObjectPath::ROOT,
                 kind: StoreKind::Local { root, fs },
                 display_url,
+                endpoint: None,
+                bucket: None,
             })
         }
         scheme @ ("s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss") => {
@@ -191,13 +202,22 @@ pub fn open_store(
                 }
                 merged.insert(lower, value.clone());
             }
+            crate::storage_check::preflight(family, &merged)?;
+            let endpoint = crate::storage_check::endpoint_of(family, &merged, env);
             let store = build_cloud(family, url, merged, retry).map_err(StoreUrlError::Build)?;
             let base = url_prefix(url)?;
+            let what = if family == "az" {
+                "container"
+            } else {
+                "bucket"
+            };
             Ok(OpenedStore {
                 store: instrumented(store, family),
                 base,
                 kind: StoreKind::Cloud { scheme: family },
                 display_url,
+                endpoint: Some(endpoint),
+                bucket: url.host_str().map(|b| format!("{what} {b}")),
             })
         }
         other => Err(StoreUrlError::UnsupportedScheme {
@@ -357,6 +377,8 @@ mod tests {
                 ("aws_endpoint", "http://127.0.0.1:9"),
                 ("aws_allow_http", "true"),
                 ("aws_region", "us-east-1"),
+                ("aws_access_key_id", "k"),
+                ("aws_secret_access_key", "s"),
             ],
         )
         .unwrap();

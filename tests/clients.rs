@@ -1,6 +1,6 @@
 //! The clients people and devices really use, driven against a real gateway:
 //! Python's ftplib (FTPS, active mode), curl, lftp, busybox ftpput/ftpget,
-//! rclone, and scripted FileZilla- and WinSCP-like sessions, plus the
+//! rclone, wget, ftputil, tnftp, and scripted FileZilla- and WinSCP-like sessions, plus the
 //! quirks of old embedded clients (bare `\n`, ALLO, `LIST -la`, slow
 //! uploads, MKD of an existing directory).
 //!
@@ -10,7 +10,8 @@
 //! `docs/clients.md` is the compatibility matrix these tests prove.
 //!
 //! Layout (under `tests/clients/`): `python_ftplib.rs`, `command_line.rs`
-//! (curl, lftp, busybox, rclone) and `scripted.rs` (FileZilla/WinSCP-like
+//! (curl, lftp, busybox, rclone), `listing_clients.rs` (wget -m, ftputil,
+//! tnftp's mget) and `scripted.rs` (FileZilla/WinSCP-like
 //! sessions and legacy quirks) hold the tests; `line_client.rs` is the raw
 //! control-channel client, `programs.rs` finds and runs client programs;
 //! the `.py` files are the Python sessions.
@@ -53,6 +54,8 @@ macro_rules! on_local_and_memory {
 
 #[path = "clients/command_line.rs"]
 mod command_line;
+#[path = "clients/listing_clients.rs"]
+mod listing_clients;
 #[path = "clients/python_ftplib.rs"]
 mod python_ftplib;
 #[path = "clients/scripted.rs"]
@@ -136,4 +139,11 @@ fn curl() -> Command {
 /// `ftp://127.0.0.1:PORT/path` (`path` already percent-encoded).
 fn url(gw: &Gateway, path: &str) -> String {
     format!("ftp://127.0.0.1:{}/{path}", gw.addr.port())
+}
+
+/// Fails when the cloud emulators are not configured, so the summary of a
+/// plain `cargo test` shows that this binary's cloud tests were skipped.
+#[test]
+fn emulators_are_running() {
+    common::assert_emulators_configured();
 }

@@ -361,3 +361,10 @@ async fn download_requests_per_object() {
         }
     }
 }
+
+/// Fails when the cloud emulators are not configured, so the summary of a
+/// plain `cargo test` shows that this binary's cloud tests were skipped.
+#[test]
+fn emulators_are_running() {
+    common::assert_emulators_configured();
+}

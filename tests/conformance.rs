@@ -599,6 +599,82 @@ pub async fn reads_what_others_wrote(backend: Backend) {
     assert_eq!(transfer_code!(ftp.retr_as_stream("/in/missing").await), 550);
 }
 
+/// DELE and RMD of what another tool wrote (a file, a `dir/` marker, a
+/// directory that exists only as a prefix). On GCS this is the one write
+/// path of object_store's XML client that fake-gcs-server serves.
+pub async fn deletes_what_others_wrote(backend: Backend) {
+    let Some(gw) = Gateway::start(backend).await else {
+        return;
+    };
+    gw.put_object("old/report.txt", b"report").await;
+    if backend == Backend::Local {
+        // Another program's empty directory.
+        std::fs::create_dir(gw.dir.path().join("root/empty")).expect("mkdir");
+    } else {
+        gw.put_object("empty/", b"").await;
+    }
+    gw.put_object("full/keep.txt", b"keep").await;
+    let mut ftp = gw.login("alice").await;
+    ftp.rm("/old/report.txt").await.expect("DELE");
+    assert_eq!(gw.object("old/report.txt").await, None);
+    assert_eq!(code_of(ftp.rm("/old/report.txt").await), 550, "DELE twice");
+    ftp.rmdir("/empty").await.expect("RMD of a marker");
+    assert_eq!(code_of(ftp.cwd("/empty").await), 550, "CWD after RMD");
+    assert_eq!(code_of(ftp.rmdir("/full").await), 550, "RMD of a full dir");
+    ftp.rm("/full/keep.txt").await.expect("DELE");
+    let left = gw.keys().await;
+    assert!(
+        left.iter()
+            .all(|k| !k.starts_with("empty") && !k.contains("report")),
+        "{left:?}"
+    );
+}
+
+/// Folders that other Azure tools made as a zero-byte blob `dir/` (rclone's
+/// `directory_markers`, SDK samples), not as our `hdi_isfolder` blobs: they
+/// list, CWD and MLSD like any folder, and RMD removes the marker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_foreign_folder_markers() {
+    let Some(gw) = Gateway::start(Backend::Azure).await else {
+        return;
+    };
+    let base = gw.store.base.as_ref().to_string();
+    common::emulator_put("azure", &format!("{base}/foreign/"), b"");
+    common::emulator_put("azure", &format!("{base}/busy/"), b"");
+    common::emulator_put("azure", &format!("{base}/busy/inside.txt"), b"inside");
+    let mut ftp = gw.login("alice").await;
+    let root = ftp.list(Some("/")).await.expect("LIST /");
+    for dir in ["foreign", "busy"] {
+        assert!(
+            root.iter()
+                .any(|l| l.starts_with('d') && l.ends_with(&format!(" {dir}"))),
+            "{dir} is a folder: {root:?}"
+        );
+    }
+    assert_eq!(root.len(), 2, "the markers are not files too: {root:?}");
+    ftp.cwd("/foreign")
+        .await
+        .expect("CWD into an empty foreign folder");
+    assert!(ftp.mlsd(None).await.expect("MLSD").is_empty());
+    ftp.cwd("/").await.expect("CWD /");
+    let busy = ftp.mlsd(Some("/busy")).await.expect("MLSD /busy");
+    assert_eq!(busy.len(), 1, "{busy:?}");
+    assert!(busy[0].ends_with("inside.txt"), "{busy:?}");
+    put(&mut ftp, "/foreign/new.txt", b"new").await;
+    assert_eq!(
+        code_of(ftp.rmdir("/foreign").await),
+        550,
+        "RMD of a non-empty folder"
+    );
+    ftp.rm("/foreign/new.txt").await.expect("DELE");
+    ftp.rmdir("/foreign")
+        .await
+        .expect("RMD of a foreign folder");
+    let (_, left) = common::emulator(&["list", "azure", &format!("{base}/foreign")]);
+    assert_eq!(left.trim(), "", "the marker blob is gone");
+    assert_eq!(code_of(ftp.cwd("/foreign").await), 550, "CWD after RMD");
+}
+
 /// What the unftp-sbe-gcs engine cannot do is refused, never faked: a
 /// resumed or appended upload would overwrite the object from byte 0.
 pub async fn unsupported_operations_are_refused(backend: Backend) {
@@ -640,7 +716,8 @@ macro_rules! conformance {
                 unicode_and_space_names, deep_directories, rest_offsets, append,
                 unique_store, rename_file_and_directory, rename_limit, remove_directories,
                 aborted_upload_leaves_nothing, traversal_stays_home,
-                read_only_user_refused_writes, reads_what_others_wrote);
+                read_only_user_refused_writes, reads_what_others_wrote,
+                deletes_what_others_wrote);
         }
     )*};
     (@tests $backend:ident; $($test:ident),*) => {$(
@@ -653,13 +730,14 @@ macro_rules! conformance {
 
 conformance!(Memory, Local, S3, Azure);
 
-// GCS through object_store: fake-gcs-server serves its XML API for reads
-// and listings but not for writes (fsouza/fake-gcs-server #331), so only
-// the read paths run against it; writes rely on object_store's own tests.
+// GCS through object_store: fake-gcs-server serves its XML API for reads,
+// listings and DELETE but not for uploads (fsouza/fake-gcs-server #331), so
+// the read and delete paths run against it; uploads rely on object_store's
+// own tests.
 #[allow(non_snake_case)]
 mod Gcs {
     use super::*;
-    conformance!(@tests Gcs; reads_what_others_wrote);
+    conformance!(@tests Gcs; reads_what_others_wrote, deletes_what_others_wrote);
 }
 
 // GCS through the unftp-sbe-gcs engine (JSON API, which fake-gcs-server
@@ -779,4 +857,11 @@ mod aborted_with_telnet_synch {
     async fn on_azure() {
         abort(Backend::Azure).await;
     }
+}
+
+/// Fails when the cloud emulators are not configured, so the summary of a
+/// plain `cargo test` shows that this binary's cloud tests were skipped.
+#[test]
+fn emulators_are_running() {
+    common::assert_emulators_configured();
 }

@@ -456,3 +456,10 @@ async fn throttling_surfaces_as_4xx_then_recovers() {
         .expect("STOR after throttling");
     assert_eq!(gw.object("t.txt").await.as_deref(), Some(&b"relented"[..]));
 }
+
+/// Fails when the cloud emulators are not configured, so the summary of a
+/// plain `cargo test` shows that this binary's cloud tests were skipped.
+#[test]
+fn emulators_are_running() {
+    common::assert_emulators_configured();
+}

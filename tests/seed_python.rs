@@ -1,4 +1,4 @@
-//! Python's ftplib runs the seed example verbatim (STOR, RETR, LIST, QUIT)
+//! Python's ftplib runs the README's session (STOR, RETR, LIST, QUIT)
 //! against the gateway on `memory://` and `file://`; the bytes are then
 //! checked in the store itself.
 
@@ -53,4 +53,11 @@ async fn seed_example_on_s3() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn seed_example_on_azure() {
     seed_example(Backend::Azure).await;
+}
+
+/// Fails when the cloud emulators are not configured, so the summary of a
+/// plain `cargo test` shows that this binary's cloud tests were skipped.
+#[test]
+fn emulators_are_running() {
+    common::assert_emulators_configured();
 }

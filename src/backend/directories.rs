@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use std::collections::BTreeMap;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 use unftp_core::storage::{
     Error as StorageError, ErrorKind as StorageErrorKind, Result as StorageResult,
 };
@@ -36,8 +36,18 @@ pub struct Entry {
     pub kind: EntryKind,
     /// Bytes (0 for directories).
     pub size: u64,
-    /// Last modification, when the store knows it.
+    /// Last modification: the object's, a directory marker's, a real
+    /// directory's mtime on `file://`, else [`undated_directory`].
     pub modified: Option<SystemTime>,
+}
+
+/// The date shown for a directory that has no date of its own (a prefix
+/// with no marker object, the home on a cloud store): 2000-01-01T00:00:00Z.
+/// Clients that parse `LIST` (wget, ftputil) need a real date on every line;
+/// a fixed, obviously synthetic one never changes between listings, so a
+/// mirror does not see a directory as modified on every run.
+pub fn undated_directory() -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800)
 }
 
 impl Entry {
@@ -55,7 +65,7 @@ impl Entry {
             name,
             kind: EntryKind::Directory,
             size: 0,
-            modified,
+            modified: Some(modified.unwrap_or_else(undated_directory)),
         }
     }
 }
@@ -70,6 +80,18 @@ fn is_marker(location: &ObjectPath) -> bool {
 /// convention of ADLS Gen2, blobfuse and Azure Storage Explorer.
 fn folder_blobs(store: &OpenedStore) -> bool {
     matches!(store.kind, StoreKind::Cloud { scheme: "az" })
+}
+
+/// How object_store can reach the blob `dir/` that other tools write as a
+/// folder marker on Azure (rclone's `directory_markers`, several SDK
+/// samples): its Azure client builds a blob URL from the key's segments and
+/// drops one trailing empty segment, so `dir/` (one empty segment) becomes
+/// `dir`, while `dir//` (two) becomes `dir/`. object_store's Azure listing
+/// also leaves the blob `dir/` out of a listing of `dir/`, so this HEAD is
+/// the only way to see such an empty folder. `tests/conformance.rs`
+/// (`azure_foreign_folder_markers`) pins this on azurite.
+fn foreign_azure_marker(dir: &ObjectPath) -> ObjectPath {
+    marker_key(dir).join("")
 }
 
 /// The metadata attribute that marks a folder blob on Azure.
@@ -101,6 +123,20 @@ fn name_of(key: &ObjectPath) -> String {
         .unwrap_or_default()
 }
 
+/// A real directory's modification time on `file://`; `None` elsewhere
+/// (and when the file system cannot say).
+async fn local_mtime(store: &OpenedStore, key: &ObjectPath) -> Option<SystemTime> {
+    let StoreKind::Local { fs, root } = &store.kind else {
+        return None;
+    };
+    let path = if key.as_ref().is_empty() {
+        root.clone()
+    } else {
+        fs.path_to_filesystem(key).ok()?
+    };
+    tokio::fs::metadata(&path).await.ok()?.modified().ok()
+}
+
 /// What `key` is: a file, a directory, or nothing (`Ok(None)`).
 pub async fn stat(
     store: &OpenedStore,
@@ -108,7 +144,10 @@ pub async fn stat(
     key: &ObjectPath,
 ) -> object_store::Result<Option<Entry>> {
     if key == root {
-        return Ok(Some(Entry::dir(String::new(), None)));
+        return Ok(Some(Entry::dir(
+            String::new(),
+            local_mtime(store, key).await,
+        )));
     }
     match store.store.head(key).await {
         Ok(meta) if meta.size == 0 && folder_blobs(store) && is_folder_blob(store, key).await? => {
@@ -143,11 +182,9 @@ async fn dir_stat(store: &OpenedStore, key: &ObjectPath) -> object_store::Result
     // directory on stores whose prefix listing skips the key `d/` itself
     // (object_store's in-memory store does).
     let marker = if folder_blobs(store) {
-        // Same blob URL as `key`, already looked at by `stat`.
-        Err(object_store::Error::NotFound {
-            path: key.to_string(),
-            source: "folder blobs have no separate marker".into(),
-        })
+        // Our own folder blob has the URL of `key`, already looked at by
+        // `stat`; another tool's `dir/` blob is this one.
+        store.store.head(&foreign_azure_marker(key)).await
     } else {
         store.store.head(&marker_key(key)).await
     };
@@ -187,7 +224,8 @@ pub async fn list(
     for p in &result.common_prefixes {
         let name = name_of(p);
         if !name.is_empty() {
-            dirs.insert(name.clone(), Entry::dir(name, None));
+            let modified = local_mtime(store, p).await;
+            dirs.insert(name.clone(), Entry::dir(name, modified));
         }
     }
     let mut saw_own_marker = false;
@@ -321,7 +359,17 @@ pub async fn remove(store: &OpenedStore, root: &ObjectPath, key: &ObjectPath) ->
             ));
         }
     }
-    match store.store.delete(&marker).await {
+    delete_if_present(store, &marker).await?;
+    if folder_blobs(store) {
+        // `marker` addressed our own folder blob `dir`; another tool's may
+        // be the blob `dir/`.
+        delete_if_present(store, &foreign_azure_marker(key)).await?;
+    }
+    Ok(())
+}
+
+async fn delete_if_present(store: &OpenedStore, key: &ObjectPath) -> StorageResult<()> {
+    match store.store.delete(key).await {
         Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
         Err(e) => Err(storage_error(e)),
     }

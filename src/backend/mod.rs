@@ -7,7 +7,8 @@
 //!
 //! | FTP            | object store                                             |
 //! |----------------|----------------------------------------------------------|
-//! | LIST/NLST/MLSD | `list_with_delimiter` (dirs = common prefixes + markers) |
+//! | LIST/NLST/MLSD | `list_with_delimiter` (dirs = common prefixes + markers); |
+//! |                | `*`/`?` in the last segment filter the parent's listing  |
 //! | SIZE/MDTM/MLST | `head`, else directory probe                             |
 //! | RETR (+REST)   | `get` (ranged)                                           |
 //! | STOR/APPE/REST | PUT or multipart upload, see [`upload`]                  |
@@ -19,6 +20,7 @@ mod checksums;
 mod directories;
 pub mod download;
 pub mod local_paths;
+mod name_pattern;
 pub mod reply_codes;
 pub mod sbe_gcs;
 pub mod upload;
@@ -314,8 +316,12 @@ impl Metadata for ObjectMetadata {
     fn is_symlink(&self) -> bool {
         false
     }
+    /// Every directory has a date (see [`directories::undated_directory`]):
+    /// `LIST` would otherwise print `--- -- --:--`, which wget and ftputil
+    /// cannot parse.
     fn modified(&self) -> StorageResult<SystemTime> {
         self.modified
+            .or_else(|| self.dir.then(directories::undated_directory))
             .ok_or_else(|| StorageError::from(StorageErrorKind::PermanentFileNotAvailable))
     }
     fn gid(&self) -> u32 {
@@ -410,12 +416,18 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             if let Some(gcs) = &user.account.gcs_engine {
                 return sbe_gcs::ops::list(gcs, user, path.as_ref()).await;
             }
-            let key = self.key(user, path.as_ref()).await?;
+            // `LIST *.txt`, `NLST m?.jpg`: the parent's listing, filtered.
+            let pattern = name_pattern::split(path.as_ref());
+            let dir = pattern.as_ref().map_or(path.as_path(), |(dir, _)| dir);
+            let key = self.key(user, dir).await?;
             let account = &user.account;
-            let entries = directories::list(&account.store, account.jail.root(), &key)
+            let mut entries = directories::list(&account.store, account.jail.root(), &key)
                 .await
                 .map_err(storage_error)?
                 .ok_or_else(|| not_found("no such directory"))?;
+            if let Some((_, pattern)) = &pattern {
+                entries.retain(|e| name_pattern::matches(pattern, &e.name));
+            }
             Ok(entries
                 .iter()
                 .map(|e| Fileinfo {
@@ -794,19 +806,22 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         }
         let key = self.key(user, path.as_ref()).await?;
         let account = &user.account;
-        match directories::stat(&account.store, account.jail.root(), &key)
+        let found = directories::stat(&account.store, account.jail.root(), &key)
             .await
-            .map_err(storage_error)?
-        {
-            Some(entry) if entry.kind == EntryKind::Directory => Ok(()),
-            Some(_) => Err(StorageError::new(
-                StorageErrorKind::PermanentDirectoryNotAvailable,
-                "not a directory",
-            )),
-            None => Err(StorageError::new(
-                StorageErrorKind::PermanentDirectoryNotAvailable,
-                "no such directory",
-            )),
-        }
+            .map_err(|e| {
+                tracing::warn!(session = self.session.id, path = %path.as_ref().display(), cause = %e, "CWD: storage error");
+                storage_error(e)
+            })?;
+        let refusal = match found {
+            Some(entry) if entry.kind == EntryKind::Directory => return Ok(()),
+            Some(_) => "not a directory",
+            None => "no such directory",
+        };
+        // Routine: clients probe with CWD before MKD (curl --ftp-create-dirs).
+        tracing::debug!(session = self.session.id, path = %path.as_ref().display(), refusal, "CWD refused");
+        Err(StorageError::new(
+            StorageErrorKind::PermanentDirectoryNotAvailable,
+            refusal,
+        ))
     }
 }

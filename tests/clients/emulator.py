@@ -3,6 +3,7 @@ blob SDK), never through bucketftp, so tests can check what really landed.
 
 Usage:
   emulator.py create-buckets
+  emulator.py create s3|azure NAME        -> a bucket / container of that name (if missing)
   emulator.py get s3|azure KEY            -> object bytes on stdout (exit 3 if missing)
   emulator.py put s3|azure KEY            <- object bytes from stdin
   emulator.py list s3|azure PREFIX        -> one key per line
@@ -30,13 +31,14 @@ def s3():
     )
 
 
-def azure():
+def azure(container=None):
     from azure.storage.blob import BlobServiceClient
     endpoint = os.environ["BUCKETFTP_TEST_AZURE_ENDPOINT"]
     conn = (f"DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;"
             f"AccountKey={AZURE_KEY};BlobEndpoint={endpoint};")
     service = BlobServiceClient.from_connection_string(conn)
-    return service.get_container_client(os.environ.get("BUCKETFTP_TEST_AZURE_CONTAINER", "bucketftp"))
+    return service.get_container_client(
+        container or os.environ.get("BUCKETFTP_TEST_AZURE_CONTAINER", "bucketftp"))
 
 
 def s3_bucket():
@@ -52,6 +54,17 @@ def main(argv):
             c.create_container()
         return 0
     cloud, arg = argv[2], argv[3]
+    if cmd == "create":
+        if cloud == "s3":
+            try:
+                s3().create_bucket(Bucket=arg)
+            except s3().exceptions.BucketAlreadyOwnedByYou:
+                pass
+        else:
+            c = azure(arg)
+            if not c.exists():
+                c.create_container()
+        return 0
     if cmd == "get":
         try:
             if cloud == "s3":

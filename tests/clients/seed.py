@@ -1,4 +1,6 @@
-"""The README's seed example, verbatim, against a running gateway.
+"""The README's Python session, with the server's address, the account and
+the file as arguments, against a running gateway (tests/cli.rs runs the
+README's block itself, as written).
 
 Usage: seed.py HOST PORT USER PASSWORD FILE
 Prints the LIST output; exits non-zero on any FTP error.
@@ -9,16 +11,15 @@ import sys
 
 host, port, u, p, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 
-# ftplib.FTP(host) connects to port 21; the test server listens on a free
-# port, so the class default is pointed at it. The session itself is the
-# seed example unchanged.
-ftplib.FTP.port = port
-
-f = open(path, "rb")
+ftp = ftplib.FTP()
+ftp.connect(host, port)
+ftp.login(u, p)
+with open(path, "rb") as f:
+    ftp.storbinary("STOR upload.txt", f)
 out = io.BytesIO()
-ftp = ftplib.FTP(host); ftp.login(user=u, passwd=p)
-ftp.storbinary('STOR upload.txt', f); ftp.retrbinary('RETR upload.txt', out.write)
-ftp.retrlines('LIST'); ftp.quit()
+ftp.retrbinary("RETR upload.txt", out.write)
+ftp.retrlines("LIST")
+ftp.quit()
 
 with open(path, "rb") as original:
     assert out.getvalue() == original.read(), "RETR returned different bytes"

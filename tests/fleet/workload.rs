@@ -23,7 +23,7 @@ const HELD_FAST: usize = 6 << 20;
 
 /// PASV for even session numbers, EPSV for odd ones.
 pub fn passive_for(n: usize) -> Passive {
-    if n % 2 == 0 {
+    if n.is_multiple_of(2) {
         Passive::Pasv
     } else {
         Passive::Epsv

@@ -13,8 +13,10 @@ any error, so a small run is a CI check:
     python3 tests/load/load.py --sessions 100
 
 Runs on file:// always, and on S3 as well when BUCKETFTP_TEST_S3_ENDPOINT is
-set (moto, as .ci/emulators.sh starts it). Uses target/release/bucketftp if
-present, else target/debug/bucketftp (or --binary).
+set (moto, as .ci/emulators.sh starts it). Runs target/debug/bucketftp, the
+binary `cargo build` (and so .ci/test) just built; --release runs
+target/release/bucketftp, --binary (or BUCKETFTP_BIN) any other. A binary
+older than the sources is refused, never silently measured.
 """
 
 import argparse
@@ -48,21 +50,24 @@ def parse_args():
     p.add_argument("--size", type=int, default=1 << 20, help="bytes per file (default 1 MiB)")
     p.add_argument("--storage", choices=["auto", "file", "s3"], default="auto",
                    help="auto: file, plus s3 when BUCKETFTP_TEST_S3_ENDPOINT is set")
-    p.add_argument("--binary", help="bucketftp binary (default: release if built, else debug)")
+    p.add_argument("--binary", default=os.environ.get("BUCKETFTP_BIN"),
+                   help="bucketftp binary (default: $BUCKETFTP_BIN, else target/debug/bucketftp)")
+    p.add_argument("--release", action="store_true", help="run target/release/bucketftp")
     p.add_argument("--timeout", type=float, default=300, help="per-session socket timeout, seconds")
     p.add_argument("--json", help="also write the results to this file")
     return p.parse_args()
 
 
-def pick_binary(explicit):
+def pick_binary(explicit, release):
     if explicit:
         return explicit
-    for profile in ("release", "debug"):
-        path = os.path.join(ROOT, "target", profile, "bucketftp")
-        if os.access(path, os.X_OK):
-            warn_if_stale(path)
-            return path
-    sys.exit("no bucketftp binary: run `cargo build --release` (or `cargo build`) first")
+    profile = "release" if release else "debug"
+    path = os.path.join(ROOT, "target", profile, "bucketftp")
+    if not os.access(path, os.X_OK):
+        build = "cargo build --release" if release else "cargo build"
+        sys.exit(f"no {path}: run `{build}` first")
+    warn_if_stale(path)
+    return path
 
 
 def warn_if_stale(binary):
@@ -70,9 +75,8 @@ def warn_if_stale(binary):
     for dirpath, _, files in os.walk(os.path.join(ROOT, "src")):
         for f in files:
             if os.path.getmtime(os.path.join(dirpath, f)) > built:
-                print(f"warning: {binary} is older than src/{os.path.relpath(os.path.join(dirpath, f), os.path.join(ROOT, 'src'))}; "
-                      "rebuild it or pass --binary", file=sys.stderr)
-                return
+                sys.exit(f"{binary} is older than src/{os.path.relpath(os.path.join(dirpath, f), os.path.join(ROOT, 'src'))}: "
+                         "rebuild it (cargo build), or pass --binary to run it anyway")
 
 
 def raise_fd_limit():
@@ -319,7 +323,7 @@ def run_one(binary, storage_name, storage_url, flags, args, scratch):
 
 def main():
     args = parse_args()
-    binary = pick_binary(args.binary)
+    binary = pick_binary(args.binary, args.release)
     fd_limit = raise_fd_limit()
     # client + server each need ~2 fds per session (control, data) plus files.
     if fd_limit < 4 * args.sessions + 100:
