@@ -186,7 +186,6 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
     } else {
         None
     };
-    let (accounts, stores) = bucketftp::build_accounts(&config, &env)?;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let ftp = tokio::net::TcpListener::bind(config.server.listen)
@@ -201,6 +200,7 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
             None => None,
         };
         let addr = ftp.local_addr()?;
+        let (accounts, stores) = bucketftp::build_accounts(&config, &env)?;
         // The banner only once the storage answered: a wrong bucket or
         // endpoint shows as one error line, not as a server that seems up.
         bucketftp::check_storage(&stores).await?;

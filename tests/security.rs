@@ -554,10 +554,15 @@ async fn start_dual_stack(
     }
     let child = cmd.spawn().expect("start bucketftp");
     for _ in 0..200 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
+        if let Ok(mut probe) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+            // Take the greeting and QUIT: a probe that vanishes while the
+            // greeting is on its way makes libunftp log a connection reset
+            // (with its own `::ffff:` form of the address).
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut buf = [0u8; 512];
+            let _ = probe.read(&mut buf).await;
+            let _ = probe.write_all(b"QUIT\r\n").await;
+            let _ = probe.read(&mut buf).await;
             return (child, port, log);
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
