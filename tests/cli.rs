@@ -3,6 +3,8 @@
 
 mod common;
 
+#[path = "cli/logs.rs"]
+mod logs;
 #[path = "cli/readme.rs"]
 mod readme;
 #[path = "cli/storage_errors.rs"]
@@ -150,4 +152,20 @@ fn hash_password_output_is_accepted_by_the_config() {
 #[test]
 fn emulators_are_running() {
     common::assert_emulators_configured();
+}
+
+/// Whether `program` is on `PATH` (a missing one skips loudly, or fails
+/// under `BUCKETFTP_REQUIRE_EMULATORS=1`, where .ci/install.sh ran).
+fn installed(program: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        if std::env::var("BUCKETFTP_REQUIRE_EMULATORS").as_deref() == Ok("1") {
+            panic!("{program} is not installed");
+        }
+        eprintln!("\n*** SKIPPED: {program} is not installed ***\n");
+    }
+    found
 }

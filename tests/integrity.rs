@@ -524,3 +524,10 @@ fn metric(exposition: &str, name: &str) -> f64 {
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// Fails when the cloud emulators are not configured, so the summary of a
+/// plain `cargo test` shows that this binary's cloud tests were skipped.
+#[test]
+fn emulators_are_running() {
+    common::assert_emulators_configured();
+}
