@@ -206,6 +206,8 @@ pub struct Options {
     pub storage_options: Vec<(String, String)>,
     /// `server.idle_timeout` (default 60s).
     pub idle_timeout: Option<String>,
+    /// The FTP listener's address (default `127.0.0.1:0`).
+    pub bind: Option<String>,
 }
 
 impl Default for Options {
@@ -218,6 +220,7 @@ impl Default for Options {
             http: false,
             storage_options: Vec::new(),
             idle_timeout: None,
+            bind: None,
         }
     }
 }
@@ -298,7 +301,7 @@ impl Gateway {
         let env = BTreeMap::new();
         let (accounts, stores) = bucketftp::build_accounts(&config, &env).expect("accounts");
         let store = stores[0].clone();
-        let ftp = tokio::net::TcpListener::bind("127.0.0.1:0")
+        let ftp = tokio::net::TcpListener::bind(opts.bind.as_deref().unwrap_or("127.0.0.1:0"))
             .await
             .expect("bind");
         let addr = ftp.local_addr().expect("addr");
