@@ -121,11 +121,13 @@ async fn curl_active_mode() {
         .arg(&file)
         .arg(url(&gw, "active.bin")))
     .await;
+    // curl tries EPRT first, and the engine answers it (no PORT fallback).
     let commands = sent(&trace);
     assert!(
-        commands.iter().any(|c| c.starts_with("PORT 127,0,0,1,")),
-        "curl fell back to PORT: {trace}"
+        commands.iter().any(|c| c.starts_with("EPRT |1|127.0.0.1|")),
+        "curl used EPRT: {trace}"
     );
+    assert!(!commands.iter().any(|c| c.starts_with("PORT ")), "{trace}");
     assert!(stored(&gw, "active.bin").await == data);
 
     let down = scratch(&gw, "active-down.bin");
