@@ -423,10 +423,11 @@ pub struct Accounts {
     verifications: Arc<tokio::sync::Semaphore>,
 }
 
-/// Most password verifications running at once. argon2id takes ~19 MiB and
-/// tens of milliseconds of one core per check: a login storm queues for
-/// these slots instead of multiplying memory and taking every core.
-pub const MAX_VERIFICATIONS: usize = 2;
+/// Most password verifications running at once: one per core, never more
+/// than this. argon2id takes ~19 MiB and tens of milliseconds of one core
+/// per check: a login storm queues for these slots instead of multiplying
+/// memory (at most ~76 MiB) and taking every core.
+pub const MAX_VERIFICATIONS: usize = 4;
 
 impl Accounts {
     /// Collects the accounts; names must be unique (checked by config).
@@ -443,7 +444,11 @@ impl Accounts {
             anonymous: anonymous.map(Arc::new),
             lockout,
             decoy_hash: hash_password("decoy password nobody has")?,
-            verifications: Arc::new(tokio::sync::Semaphore::new(MAX_VERIFICATIONS)),
+            verifications: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism()
+                    .map_or(1, |n| n.get())
+                    .min(MAX_VERIFICATIONS),
+            )),
         })
     }
 
@@ -481,7 +486,7 @@ fn refuse(reason: &'static str, user: &str, ip: IpAddr) -> AuthenticationError {
 
 impl Accounts {
     /// Checks the password against `hash` on the blocking pool, in one of
-    /// the [`MAX_VERIFICATIONS`] slots. The slot moves into the blocking
+    /// the verification slots (see [`MAX_VERIFICATIONS`]). The slot moves into the blocking
     /// task, so a client that hangs up mid-check does not free it early.
     async fn verify_in_pool(&self, hash: String, password: String) -> bool {
         // The semaphore is never closed, so acquiring cannot fail.
