@@ -535,7 +535,12 @@ async fn start_dual_stack(
     config: &str,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, u16, std::path::PathBuf) {
-    let port = common::free_port();
+    // A port free on every address (common::free_port only checks
+    // 127.0.0.1).
+    let port = std::net::TcpListener::bind("[::]:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
     let config_path = dir.join("config.toml");
     std::fs::write(&config_path, config).expect("config");
     let log = dir.join("log");
@@ -552,8 +557,13 @@ async fn start_dual_stack(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().expect("start bucketftp");
+    let mut child = cmd.spawn().expect("start bucketftp");
     for _ in 0..200 {
+        // A child that exited (e.g. the port was taken) must not be
+        // mistaken for whatever else answers on that port.
+        if child.try_wait().expect("child status").is_some() {
+            break;
+        }
         if let Ok(mut probe) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
             // Take the greeting and QUIT: a probe that vanishes while the
             // greeting is on its way makes libunftp log a connection reset
