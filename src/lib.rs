@@ -22,6 +22,8 @@
 //! - [`local_attributes`]: object attributes as xattrs on `file://`.
 //! - [`cloud_attributes`]: digests of multipart uploads written on S3 and
 //!   Azure objects once committed.
+//! - [`extension_commands`]: HASH, OPTS HASH, XSHA256/XSHA1/XMD5/XCRC and
+//!   MFMT through the engine's extension-command hook.
 //! - [`events`]: a CloudEvents webhook per committed upload.
 //!
 //! The binary (`src/main.rs`) only parses flags and calls [`run`]; tests call
@@ -34,6 +36,7 @@ pub mod backend;
 pub mod cloud_attributes;
 pub mod config;
 pub mod events;
+pub mod extension_commands;
 pub mod http;
 pub mod instrumented;
 pub mod integrity;

@@ -274,7 +274,9 @@ impl FtpService {
                 None => {}
             }
         }
-        builder.build().map_err(SessionError::Build)
+        crate::extension_commands::register(builder)
+            .build()
+            .map_err(SessionError::Build)
     }
 }
 

@@ -18,6 +18,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::process::Command;
 
+/// Tests here run one at a time: the HASH tests count the gateway's GETs
+/// in the process-wide metrics, which the other tests would move.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn sha256(data: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(data))
 }
@@ -51,6 +55,7 @@ fn metadata<'a>(attributes: &'a Attributes, key: &str) -> Option<&'a str> {
 /// STOR, then REST+STOR and APPE onto the same object: the stored SHA-256
 /// always covers the whole object, and a `.jpg` is `image/jpeg`.
 async fn digest_stored_with_every_upload(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     let Some(gw) = Gateway::start(backend).await else {
         return;
     };
@@ -132,6 +137,7 @@ async fn digest_stored_on_azure() {
 /// a metadata update on S3 and Azure — readable with a HEAD alone, and
 /// keeps its Content-Type.
 async fn multipart_digest(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     let Some(gw) = Gateway::start(backend).await else {
         return;
     };
@@ -186,6 +192,7 @@ async fn multipart_digest_on_azure() {
 /// `storage.content_type = "none"` leaves Content-Type alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_type_can_be_switched_off() {
+    let _serial = SERIAL.lock().await;
     let opts = Options {
         storage_extra: "part_size = \"5MiB\"\ncontent_type = \"none\"\n".into(),
         ..Options::default()
@@ -203,6 +210,7 @@ async fn content_type_can_be_switched_off() {
 
 /// `SITE MD5` from three real clients, over a multipart object.
 async fn site_md5_from_clients(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     if !installed("curl") || !installed("lftp") {
         return;
     }
@@ -338,6 +346,7 @@ fn events_options(port: u16, extra: &str) -> Options {
 /// with the key, size and SHA-256 of the object as committed; none for a
 /// client killed mid-upload.
 async fn one_event_per_commit(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let receiver = Receiver::start(listener).await;
@@ -426,6 +435,7 @@ async fn one_event_per_commit_on_s3() {
 /// and the events arrive, in order, once it is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_wait_for_the_receiver() {
+    let _serial = SERIAL.lock().await;
     // Take a free port and close it: connections are refused until the
     // receiver starts on it.
     let port = {
@@ -474,6 +484,7 @@ async fn events_wait_for_the_receiver() {
 /// dropped and counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_queue_drops_are_counted() {
+    let _serial = SERIAL.lock().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let hang = tokio::spawn(async move {
@@ -515,6 +526,189 @@ async fn full_queue_drops_are_counted() {
         "{after}"
     );
     hang.abort();
+}
+
+// ---------------------------------------------------------------------
+// HASH, X*, OPTS HASH, MFMT (engine patch 0201-extension-commands)
+// ---------------------------------------------------------------------
+
+/// GETs of object bodies the gateway made on `backend` (the instrumented
+/// store's `get` operation; HEADs are counted apart).
+async fn body_gets(gw: &Gateway, backend: &str) -> f64 {
+    let (_, text) = common::http_get(gw.http.expect("http"), "/metrics")
+        .await
+        .expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with("bucketftp_storage_operation_duration_seconds_count{"))
+        .filter(|l| {
+            l.contains(&format!("backend=\"{backend}\"")) && l.contains("operation=\"get\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// HASH (lftp, curl, ftplib), XSHA256 and XCRC of a multipart upload are
+/// answered from the stored digests without a GET of the body; OPTS HASH
+/// changes the algorithm (FEAT shows it) and MD5 is then computed by
+/// reading the object.
+async fn hash_from_clients(backend: Backend, label: &str) {
+    if !installed("curl") || !installed("lftp") {
+        return;
+    }
+    let _serial = SERIAL.lock().await;
+    let opts = Options {
+        http: true,
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(backend, opts).await else {
+        return;
+    };
+    let data = payload(11 * 1024 * 1024 + 99, 21);
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("dir/big.bin", &mut data.as_slice())
+        .await
+        .expect("STOR");
+    ftp.quit().await.ok();
+    let (sha, size) = (sha256(&data), data.len());
+    let port = gw.addr.port().to_string();
+    let before = body_gets(&gw, label).await;
+
+    let url = format!("ftp://alice:{PASSWORD}@127.0.0.1:{port}/dir/");
+    // curl sends -Q commands right after the login, before its CWD.
+    let (_, stderr) =
+        run(Command::new("curl").args(["-sS", "-v", "-Q", "HASH dir/big.bin", &url])).await;
+    assert!(
+        stderr.contains(&format!("< 213 SHA-256 0-{size} {sha} dir/big.bin")),
+        "curl: {stderr}"
+    );
+    let (stdout, _) = run(Command::new("lftp").args([
+        "-u",
+        &format!("alice,{PASSWORD}"),
+        "-p",
+        &port,
+        "-e",
+        "set ftp:ssl-allow no; quote HASH dir/big.bin; bye",
+        "127.0.0.1",
+    ]))
+    .await;
+    assert!(stdout.contains(&sha), "lftp: {stdout}");
+    let crc = format!("{:08x}", crc_of(&data));
+    let script = format!(
+        "import ftplib\n\
+         f = ftplib.FTP(); f.connect('127.0.0.1', {port}); f.login('alice', '{PASSWORD}')\n\
+         f.cwd('dir')\n\
+         print(f.sendcmd('XSHA256 big.bin'))\n\
+         print(f.sendcmd('XCRC big.bin'))\n\
+         print(f.sendcmd('HASH big.bin'))\n\
+         f.quit()"
+    );
+    let (stdout, _) = run(Command::new("python3").args(["-c", &script])).await;
+    assert_eq!(
+        stdout.lines().collect::<Vec<_>>(),
+        [
+            format!("250 {sha}"),
+            format!("250 {crc}"),
+            format!("213 SHA-256 0-{size} {sha} big.bin")
+        ],
+        "ftplib"
+    );
+    assert_eq!(
+        body_gets(&gw, label).await,
+        before,
+        "stored digests are answered without reading the object"
+    );
+
+    // OPTS HASH switches the session to MD5; FEAT marks it; it is computed.
+    let script = format!(
+        "import ftplib\n\
+         f = ftplib.FTP(); f.connect('127.0.0.1', {port}); f.login('alice', '{PASSWORD}')\n\
+         print(f.sendcmd('OPTS HASH MD5'))\n\
+         print([l.strip() for l in f.sendcmd('FEAT').splitlines() if 'HASH' in l or 'MFMT' in l])\n\
+         print(f.sendcmd('HASH dir/big.bin'))\n\
+         try:\n    f.sendcmd('OPTS HASH SHA-512')\nexcept ftplib.error_perm as e:\n    print(e)\n\
+         try:\n    f.sendcmd('XSHA256 dir/missing.bin')\nexcept ftplib.error_perm as e:\n    print(str(e)[:3])\n\
+         f.quit()"
+    );
+    let (stdout, _) = run(Command::new("python3").args(["-c", &script])).await;
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines[0], "200 MD5", "{stdout}");
+    assert!(
+        lines[1].contains("HASH SHA-256;SHA-1;MD5*;CRC32"),
+        "{stdout}"
+    );
+    assert_eq!(
+        lines[2],
+        format!("213 MD5 0-{size} {} dir/big.bin", md5(&data)),
+        "{stdout}"
+    );
+    assert!(lines[3].starts_with("504"), "{stdout}");
+    assert_eq!(lines[4], "550", "{stdout}");
+    assert!(
+        body_gets(&gw, label).await > before,
+        "MD5 was computed by reading"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_local() {
+    hash_from_clients(Backend::Local, "file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_s3() {
+    hash_from_clients(Backend::S3, "s3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_on_azure() {
+    hash_from_clients(Backend::Azure, "az").await;
+}
+
+/// MFMT and the two-argument MDTM set a file's time on `file://`, and MDTM
+/// and LIST report it; object stores answer 502.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfmt_sets_the_time_on_local() {
+    let _serial = SERIAL.lock().await;
+    let Some(gw) = Gateway::start(Backend::Local).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("a.txt", &mut &b"abc"[..]).await.expect("STOR");
+    let port = gw.addr.port();
+    let script = format!(
+        "import ftplib\n\
+         f = ftplib.FTP(); f.connect('127.0.0.1', {port}); f.login('alice', '{PASSWORD}')\n\
+         print(f.sendcmd('MFMT 20200102030405 a.txt'))\n\
+         print(f.sendcmd('MDTM a.txt'))\n\
+         print(f.sendcmd('MDTM 20210304050607 a.txt'))\n\
+         print(f.sendcmd('MDTM a.txt'))\n\
+         f.quit()"
+    );
+    let (stdout, _) = run(Command::new("python3").args(["-c", &script])).await;
+    let lines: Vec<_> = stdout.lines().collect();
+    assert_eq!(lines[0], "213 Modify=20200102030405; a.txt", "{stdout}");
+    assert_eq!(lines[1], "213 20200102030405", "{stdout}");
+    assert!(
+        lines[2].starts_with("213 Modify=20210304050607"),
+        "{stdout}"
+    );
+    assert_eq!(lines[3], "213 20210304050607", "{stdout}");
+    ftp.quit().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfmt_is_refused_on_s3() {
+    let _serial = SERIAL.lock().await;
+    let Some(gw) = Gateway::start(Backend::S3).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("a.txt", &mut &b"abc"[..]).await.expect("STOR");
+    let reply = ftp
+        .custom_command("MFMT 20200102030405 a.txt", &[suppaftp::Status::File])
+        .await;
+    assert_eq!(common::code_of(reply), 502);
+    ftp.quit().await.ok();
 }
 
 /// The value of a metric line `name value` (0 when absent).

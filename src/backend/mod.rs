@@ -20,6 +20,7 @@ mod checksums;
 mod directories;
 pub mod download;
 pub mod local_paths;
+mod modified_time;
 mod name_pattern;
 pub mod reply_codes;
 pub mod sbe_gcs;
