@@ -10,8 +10,8 @@ network.
 It lints helm/bucketftp, renders it with several value sets, and validates
 every rendered object and every file in deploy/kubernetes/ against the
 Kubernetes schemas (strict: unknown fields fail). Custom resources (the
-ServiceMonitor) have no schema there and are only checked to parse. Then it
-checks what the schemas cannot see:
+ServiceMonitor, the PrometheusRule) have no schema there and are only
+checked to parse. Then it checks what the schemas cannot see:
 
 - the gateway's config.toml, assembled as the init container does, parses as
   TOML and uses only sections and keys that src/config.rs knows (the gateway
@@ -22,6 +22,10 @@ checks what the schemas cannot see:
 - the pod runs as non-root on a read-only root filesystem, with probes on
   /healthz and /readyz, and mounts what the configuration names;
 - values that must be refused are refused;
+- monitoring agrees: the job label the ServiceMonitor gives its targets is
+  the job every alert rule of the PrometheusRule selects, with and without
+  nameOverride; the PrometheusRule's rules are deploy/monitoring/alerts.yaml's
+  (the chart's files/alerts.yaml is an identical copy);
 - when a bucketftp binary is at hand ($BUCKETFTP_BIN, target/release or
   target/debug; it is never built here), `bucketftp check-config` accepts
   every assembled config.toml and the image's deploy/config.toml.
@@ -64,7 +68,16 @@ CONFIG_RS = ROOT / "src" / "config.rs"
 # kubernetes-validate.
 KUBE_VERSION = "1.30"
 # Kinds without a schema in kubernetes-validate: parsed, not validated.
-CUSTOM_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+}
+# The alert rules, and the chart's copy of them (Helm reads files inside the
+# chart only).
+ALERTS = ROOT / "deploy" / "monitoring" / "alerts.yaml"
+CHART_ALERTS = CHART / "files" / "alerts.yaml"
+# The job name the rules are written for (deploy/monitoring/README.md).
+ALERTS_JOB = "bucketftp"
 # The sections the gateway's config.toml may have (the brief of issue
 # "Kubernetes: ..."; src/config.rs RawConfig is checked to agree).
 SECTIONS = {"server", "http", "log", "storage", "tls", "auth", "users"}
@@ -93,7 +106,10 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "tls": {"enabled": True, "required": "all", "cert": SAMPLE_PEM, "key": SAMPLE_KEY},
     },
     "monitoring": {
-        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
+            "prometheusRule": {"enabled": True, "labels": {"release": "prometheus"}},
+        },
         "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 6},
         "networkPolicy": {
             "enabled": True,
@@ -101,6 +117,11 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
                 {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
             ],
         },
+    },
+    # The job follows nameOverride; the rules must follow the job.
+    "monitoring-renamed": {
+        "nameOverride": "files-ftp",
+        "metrics": {"serviceMonitor": {"enabled": True}, "prometheusRule": {"enabled": True}},
     },
     "existing-secret": {
         "existingSecret": "ftp-accounts",
@@ -431,10 +452,69 @@ def check_objects(
         )
 
 
+JOB_MATCHER = re.compile(r'\bjob\s*(=~|!~|!=|=)\s*"([^"]*)"')
+
+
+def monitor_job(monitor: dict[str, Any], docs: list[dict[str, Any]]) -> str:
+    """The job label Prometheus Operator gives a ServiceMonitor's targets:
+    the value of the Service label named by spec.jobLabel, else the
+    Service's name."""
+    wanted = monitor["spec"]["selector"]["matchLabels"].items()
+    services = [d for d in docs if d["kind"] == "Service" and wanted <= d["metadata"].get("labels", {}).items()]
+    assert len(services) == 1, f"the ServiceMonitor selects {len(services)} Services"
+    service = services[0]
+    label = monitor["spec"].get("jobLabel")
+    if label:
+        value = service["metadata"].get("labels", {}).get(label)
+        assert value, f"jobLabel {label} is not a label of Service {service['metadata']['name']}"
+        return value
+    return service["metadata"]["name"]
+
+
+def check_monitoring(checks: Checks, docs: list[dict[str, Any]], where: str) -> None:
+    """The ServiceMonitor's job is the job every alert rule selects, and the
+    PrometheusRule carries deploy/monitoring/alerts.yaml's rules."""
+    monitors = [d for d in docs if d["kind"] == "ServiceMonitor"]
+    rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+    if not rules:
+        return
+    checks.check(len(monitors) == 1, where, "a PrometheusRule without exactly one ServiceMonitor")
+    if len(monitors) != 1:
+        return
+    job = monitor_job(monitors[0], docs)
+    selecting = 0
+    for doc in rules:
+        for group in doc["spec"]["groups"]:
+            for rule in group["rules"]:
+                name = rule.get("alert") or rule.get("record")
+                matchers = JOB_MATCHER.findall(rule["expr"])
+                selecting += bool(matchers)
+                for op, value in matchers:
+                    checks.check(
+                        op == "=" and value == job,
+                        where,
+                        f"rule {name} selects job{op}\"{value}\", the ServiceMonitor's targets have job=\"{job}\"",
+                    )
+                if re.search(r"\bup\b", rule["expr"]):
+                    checks.check(bool(matchers), where, f"rule {name} reads up without selecting the job")
+        expected = yaml.safe_load(ALERTS.read_text().replace(f'job="{ALERTS_JOB}"', f'job="{job}"'))
+        checks.check(
+            doc["spec"]["groups"] == expected["groups"],
+            where,
+            "the PrometheusRule's groups are not deploy/monitoring/alerts.yaml's",
+        )
+    checks.check(selecting > 0, where, "no alert rule selects a job: nothing ties the rules to the ServiceMonitor")
+
+
 # ---------------------------------------------------------------- runs
 
 
 def check_chart(checks: Checks, keys: dict[str, set[str]]) -> None:
+    checks.check(
+        CHART_ALERTS.read_bytes() == ALERTS.read_bytes(),
+        "helm/bucketftp/files/alerts.yaml",
+        f"differs from deploy/monitoring/alerts.yaml: cp {ALERTS.relative_to(ROOT)} {CHART_ALERTS.relative_to(ROOT)}",
+    )
     report = helm.lint(str(CHART), strict=True)
     for message in report.get("messages", []):
         checks.check(message["severity"] < 2, "helm lint", f"{message['path']}: {message['error'].strip()}")
@@ -473,6 +553,7 @@ def check_chart(checks: Checks, keys: dict[str, set[str]]) -> None:
                 )
                 check_objects(checks, docs, keys, where, external)
                 check_expectations(checks, name, values, docs, where)
+                check_monitoring(checks, docs, where)
 
             checks.run(where, render)
 
@@ -490,10 +571,15 @@ def check_expectations(checks: Checks, name: str, values: dict[str, Any], docs: 
     kinds = {d["kind"] for d in docs}
     deploy = one(docs, "Deployment", where)
     pod = deploy["spec"]["template"]["spec"]
-    if name == "monitoring":
-        checks.check({"ServiceMonitor", "HorizontalPodAutoscaler"} <= kinds, where, "ServiceMonitor or HPA missing")
+    monitoring = {"ServiceMonitor", "PrometheusRule"}
+    if name.startswith("monitoring"):
+        checks.check(monitoring <= kinds, where, "ServiceMonitor or PrometheusRule missing")
     else:
-        checks.check(not {"ServiceMonitor", "HorizontalPodAutoscaler"} & kinds, where, "ServiceMonitor/HPA rendered while off")
+        checks.check(not monitoring & kinds, where, "ServiceMonitor/PrometheusRule rendered while off")
+    if name == "monitoring":
+        checks.check("HorizontalPodAutoscaler" in kinds, where, "HPA missing")
+    else:
+        checks.check("HorizontalPodAutoscaler" not in kinds, where, "HPA rendered while off")
     secrets = {d["metadata"]["name"] for d in docs if d["kind"] == "Secret"}
     if name == "existing-secret":
         checks.check(not secrets, where, f"Secrets rendered although existing ones are named: {sorted(secrets)}")
@@ -514,6 +600,11 @@ def check_expectations(checks: Checks, name: str, values: dict[str, Any], docs: 
         checks.check(service["spec"]["externalTrafficPolicy"] == "Cluster", where, "externalTrafficPolicy not configurable")
     if name == "defaults":
         checks.check(pod["terminationGracePeriodSeconds"] == 45, where, "default terminationGracePeriodSeconds is not 30 + 15")
+        checks.check(
+            deploy["spec"].get("replicas") == 1,
+            where,
+            "default replicaCount is not 1 (the only count safe behind every load balancer)",
+        )
 
 
 def check_manifests(checks: Checks, keys: dict[str, set[str]]) -> None:
@@ -535,9 +626,9 @@ def check_manifests(checks: Checks, keys: dict[str, set[str]]) -> None:
     checks.run(
         "deploy/kubernetes",
         lambda: checks.check(
-            one(docs, "Deployment", "deploy/kubernetes")["spec"]["replicas"] == 3,
+            one(docs, "Deployment", "deploy/kubernetes")["spec"]["replicas"] == 1,
             "deploy/kubernetes",
-            "the Deployment should run 3 replicas",
+            "the Deployment should run 1 replica (safe behind any load balancer)",
         ),
     )
 
@@ -554,6 +645,24 @@ def check_image(checks: Checks, keys: dict[str, set[str]]) -> None:
     checks.check(re.search(r"^USER 10001", dockerfile, re.M) is not None, "deploy/Dockerfile", "USER is not 10001")
     checks.check(
         'ENTRYPOINT ["/usr/local/bin/bucketftp"]' in dockerfile, "deploy/Dockerfile", "unexpected ENTRYPOINT"
+    )
+    checks.check(
+        re.search(r"^#\s*syntax\s*=", dockerfile, re.M) is None,
+        "deploy/Dockerfile",
+        "a `# syntax` line makes BuildKit fetch a frontend image (air-gapped builders fail)",
+    )
+    for arg in ("BUILDER_IMAGE", "RUNTIME_IMAGE"):
+        found = re.search(rf"^ARG {arg}=(\S+)$", dockerfile, re.M)
+        checks.check(
+            found is not None and re.search(r":\d+\.\d+(\.\d+)?(-[\w.]+)?(@sha256:[0-9a-f]{64})?$", found.group(1)) is not None,
+            "deploy/Dockerfile",
+            f"{arg} is not a build argument pinned to a versioned tag",
+        )
+        checks.check(f"FROM ${{{arg}}}" in dockerfile, "deploy/Dockerfile", f"no FROM uses ${{{arg}}}")
+    checks.check(
+        re.search(r'^HEALTHCHECK .*\n?.*CMD \["/usr/local/bin/bucketftp", "healthcheck"\]', dockerfile, re.M) is not None,
+        "deploy/Dockerfile",
+        "HEALTHCHECK does not run bucketftp healthcheck",
     )
 
 

@@ -68,6 +68,14 @@ enum Command {
     },
     /// Validate the configuration and exit.
     CheckConfig,
+    /// Exit 0 when the running gateway's /readyz answers 200, 1 otherwise
+    /// (for Docker's HEALTHCHECK and compose, where the image has no curl).
+    Healthcheck {
+        /// The http endpoint to ask, IP:PORT; default: http.listen from the
+        /// configuration, a wildcard address asked on loopback.
+        #[arg(long)]
+        address: Option<std::net::SocketAddr>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -114,6 +122,21 @@ fn real_main() -> anyhow::Result<()> {
                 config.users.len(),
                 config.storage.url
             );
+            Ok(())
+        }
+        Some(Command::Healthcheck { address }) => {
+            let listen = match address {
+                Some(address) => Some(address),
+                None => load(&cli.serve, &env)?.http,
+            };
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(bucketftp::http::healthcheck(
+                listen,
+                bucketftp::http::HEALTHCHECK_TIMEOUT,
+            ))?;
+            println!("ready");
             Ok(())
         }
         None => serve(cli.serve, env),

@@ -1,10 +1,14 @@
 //! bucketftp's own Prometheus metrics, in the process's default registry.
 //!
 //! The default registry is also where libunftp registers its `ftp_*`
-//! metrics, so one `/metrics` handler serves both. Labels carry only bounded
-//! values (direction, outcome, operation), never a path or a user name.
+//! metrics, so one `/metrics` handler serves both; [`render`] renames or
+//! leaves out those of libunftp's that break Prometheus' naming rules
+//! ([`LIBUNFTP_NAMES`]), so the whole exposition passes `promtool check
+//! metrics`. Labels carry only bounded values (direction, outcome,
+//! operation), never a path or a user name.
 
 use crate::transfers::Direction;
+use prometheus::proto::MetricFamily;
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
@@ -212,13 +216,104 @@ pub fn set_ready(ready: bool) {
     READY.set(i64::from(ready));
 }
 
-/// The whole default registry in Prometheus text format.
+/// What [`render`] does with libunftp 0.24's metric families whose names
+/// break Prometheus' rules: counters without `_total`, a counter ending in
+/// `_count` (a suffix reserved for histograms and summaries) and a gauge
+/// ending in `_total`. `Some(name)` serves the family under that name, `None`
+/// leaves it out because one of ours measures the same. libunftp's other
+/// families (`ftp_command_total`, `ftp_reply_total`, `ftp_error_total`,
+/// `ftp_transferred_total`) are served as they are. We rename here rather
+/// than patch libunftp: the names are its public interface, ours is this
+/// exposition.
+pub const LIBUNFTP_NAMES: [(&str, Option<&str>); 9] = [
+    // Open sessions, a gauge: bucketftp_sessions_active.
+    ("ftp_sessions_total", None),
+    // Sessions libunftp served since start, a counter: no equivalent.
+    ("ftp_sessions_count", Some("ftp_sessions_started_total")),
+    // bucketftp_logins_total{outcome="failure"}.
+    ("ftp_auth_failures", None),
+    // bucketftp_transfers_total and bucketftp_transfer_size_bytes_sum with
+    // outcome="success", by direction.
+    ("ftp_backend_write_bytes", None),
+    ("ftp_backend_read_bytes", None),
+    ("ftp_backend_write_files", None),
+    ("ftp_backend_read_files", None),
+    // Data-connection bytes by command (listings included): ours count
+    // transfers only, without the command.
+    ("ftp_sent_bytes", Some("ftp_sent_bytes_total")),
+    ("ftp_received_bytes", Some("ftp_received_bytes_total")),
+];
+
+/// The families as `/metrics` serves them: libunftp's renamed or left out
+/// per [`LIBUNFTP_NAMES`], the rest unchanged, sorted by name.
+fn exposed(mut families: Vec<MetricFamily>) -> Vec<MetricFamily> {
+    families.retain_mut(|family| {
+        match LIBUNFTP_NAMES.iter().find(|(old, _)| *old == family.name()) {
+            None => true,
+            Some((_, None)) => false,
+            Some((_, Some(new))) => {
+                family.set_name((*new).to_string());
+                true
+            }
+        }
+    });
+    families.sort_by(|a, b| a.name().cmp(b.name()));
+    families
+}
+
+/// The whole default registry in Prometheus text format, libunftp's
+/// families under the names of [`LIBUNFTP_NAMES`].
 pub fn render() -> String {
     use prometheus::Encoder;
     let mut out = Vec::new();
     let encoder = prometheus::TextEncoder::new();
-    if let Err(e) = encoder.encode(&prometheus::gather(), &mut out) {
+    if let Err(e) = encoder.encode(&exposed(prometheus::gather()), &mut out) {
         tracing::error!(cause = %e, "could not encode metrics");
     }
     String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prometheus::{Encoder, IntCounter, IntGauge, Opts, Registry};
+
+    #[test]
+    fn libunftp_families_are_renamed_or_left_out() {
+        let registry = Registry::new();
+        for (name, _) in LIBUNFTP_NAMES {
+            let help = format!("{name} as libunftp names it");
+            if name == "ftp_sessions_total" {
+                let gauge = IntGauge::new(name, help).unwrap();
+                registry.register(Box::new(gauge)).unwrap();
+            } else {
+                let counter = IntCounter::with_opts(Opts::new(name, help)).unwrap();
+                counter.inc();
+                registry.register(Box::new(counter)).unwrap();
+            }
+        }
+        let kept = IntCounter::new("ftp_command_total", "commands").unwrap();
+        registry.register(Box::new(kept)).unwrap();
+
+        let names: Vec<String> = exposed(registry.gather())
+            .iter()
+            .map(|f| f.name().to_string())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "ftp_command_total",
+                "ftp_received_bytes_total",
+                "ftp_sent_bytes_total",
+                "ftp_sessions_started_total",
+            ]
+        );
+        let mut text = Vec::new();
+        prometheus::TextEncoder::new()
+            .encode(&exposed(registry.gather()), &mut text)
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        assert!(text
+            .contains("# TYPE ftp_sessions_started_total counter\nftp_sessions_started_total 1\n"));
+    }
 }

@@ -350,7 +350,7 @@ async fn survives_garbage_and_connection_storms() {
     assert!(sessions_gone, "sessions still open: {}", metrics(&gw).await);
     // Every storm connection became a session (none was lost before
     // libunftp saw it): libunftp counts sessions it served.
-    let served = metric(&metrics(&gw).await, "ftp_sessions_count").unwrap_or(0.0);
+    let served = metric(&metrics(&gw).await, "ftp_sessions_started_total").unwrap_or(0.0);
     assert!(
         served >= STORM_CONNECTIONS as f64,
         "{served} sessions served"

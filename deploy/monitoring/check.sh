@@ -2,9 +2,10 @@
 # Checks the monitoring assets in this directory:
 #   1. promtool check rules alerts.yaml      (syntax, templates)
 #   2. promtool test rules alerts_test.yaml  (alert unit tests)
-#   3. grafana-dashboard.json: valid JSON, schemaVersion 39, datasource and
-#      instance variables, every panel has a title and a sane gridPos, and
-#      every PromQL expression (panel targets, variable queries, and alert
+#   3. grafana-dashboard.json: valid JSON, schemaVersion 39, datasource, job
+#      and instance variables, every panel has a title and a sane gridPos,
+#      every panel expression is filtered by $job, and every PromQL
+#      expression (panel targets, variable queries, and alert
 #      rules when PyYAML is present) uses only known metric names/functions.
 # Exits non-zero if any step fails. Needs promtool (Debian: apt-get install
 # prometheus) and python3. Run from anywhere.
@@ -52,19 +53,14 @@ COUNTERS_GAUGES = {
     "bucketftp_storage_errors_total",
     "bucketftp_commands_total",
     "bucketftp_ready",
-    # libunftp 0.24 (same registry)
-    "ftp_auth_failures",
-    "ftp_sessions_total",
-    "ftp_sessions_count",
-    "ftp_backend_write_bytes",
-    "ftp_backend_read_bytes",
-    "ftp_backend_write_files",
-    "ftp_backend_read_files",
+    # libunftp 0.24's, as /metrics serves them (src/metrics.rs
+    # LIBUNFTP_NAMES renames or leaves out the rest)
+    "ftp_sessions_started_total",
     "ftp_command_total",
     "ftp_reply_total",
     "ftp_error_total",
-    "ftp_sent_bytes",
-    "ftp_received_bytes",
+    "ftp_sent_bytes_total",
+    "ftp_received_bytes_total",
     "ftp_transferred_total",
 }
 HISTOGRAMS = {
@@ -159,6 +155,8 @@ if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
 inst = variables.get("instance")
 if not inst:
     err(dash_path, "needs an `instance` variable")
+if not variables.get("job"):
+    err(dash_path, "needs a `job` variable")
 for name, v in variables.items():
     if v.get("type") != "query":
         continue
@@ -213,6 +211,10 @@ for p in panels:
             continue
         for problem in lint(expr):
             err(where, f"{problem} in {expr!r}")
+        # The job is a variable (filled from bucketftp_ready), never a fixed
+        # name: the dashboard then works with any scrape job name.
+        if 'job=~"$job"' not in expr:
+            err(where, f"expression does not select job=~\"$job\": {expr!r}")
 
 try:
     import yaml

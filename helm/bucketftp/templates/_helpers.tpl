@@ -34,6 +34,15 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end }}
 
+{{/*
+The job label Prometheus gives the targets of the ServiceMonitor (its
+jobLabel names the metrics Service's app.kubernetes.io/name label), and so
+the job the PrometheusRule's rules select.
+*/}}
+{{- define "bucketftp.metricsJob" -}}
+{{- include "bucketftp.name" . }}
+{{- end }}
+
 {{- define "bucketftp.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "bucketftp.fullname" .) .Values.serviceAccount.name }}
