@@ -80,7 +80,7 @@ CHART_ALERTS = CHART / "files" / "alerts.yaml"
 ALERTS_JOB = "bucketftp"
 # The sections the gateway's config.toml may have (the brief of issue
 # "Kubernetes: ..."; src/config.rs RawConfig is checked to agree).
-SECTIONS = {"server", "http", "log", "storage", "tls", "auth", "users"}
+SECTIONS = {"server", "http", "log", "storage", "tls", "auth", "events", "users"}
 RELEASE, NAMESPACE = "ftp", "files"
 
 # A syntactically valid PHC string; no password hashes to it.
