@@ -211,11 +211,9 @@ async fn drop_box_sees_nothing(backend: Backend) {
     ] {
         assert_eq!(reply_code(&mut cam, command).await, 550, "{command}");
     }
-    // STAT PATH is refused too; libunftp 0.24 reports every STAT failure
-    // as 451 (docs/limitations.md), so only the refusal is checked here.
+    // STAT PATH (550 rather than libunftp's 451 with engine patch 0301).
     for command in ["STAT dir/existing.jpg", "STAT dir"] {
-        let code = reply_code(&mut cam, command).await;
-        assert!((450..560).contains(&code), "{command}: {code}");
+        assert_eq!(reply_code(&mut cam, command).await, 550, "{command}");
     }
     for command in [
         "SIZE dir/missing.jpg",
@@ -584,7 +582,8 @@ async fn start_dual_stack(
 }
 
 /// On a dual-stack `[::]` listener IPv4 clients are IPv4: an allow list of
-/// IPv4 CIDRs admits them and logs show `127.0.0.1`, not `::ffff:127.0.0.1`.
+/// IPv4 CIDRs admits them, PASV works (engine patch 0300) and logs show
+/// `127.0.0.1`, not `::ffff:127.0.0.1`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ipv4_clients_on_a_dual_stack_listener() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -600,6 +599,19 @@ async fn ipv4_clients_on_a_dual_stack_listener() {
         .await
         .expect("IPv4 CIDR admits an IPv4 client");
     assert_eq!(reply_code(&mut ftp, "PWD").await, 257);
+    // PASV works for an IPv4 client of a `[::]` listener (engine patch
+    // 0300), and data flows.
+    ftp.transfer_type(suppaftp::types::FileType::Binary)
+        .await
+        .expect("TYPE I");
+    let mut data: &[u8] = b"over a dual-stack listener";
+    ftp.put_file("dual.txt", &mut data)
+        .await
+        .expect("STOR over PASV");
+    assert_eq!(
+        common::retr(&mut ftp, "dual.txt").await,
+        b"over a dual-stack listener"
+    );
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("127.0.0.1"), "{text}");
     assert!(
@@ -668,4 +680,70 @@ async fn secrets_come_from_the_environment() {
         !cmdline.contains("testing"),
         "storage secret on the command line: {cmdline}"
     );
+}
+
+/// Reply codes libunftp chooses, fixed by our engine patches (0300–0304):
+/// STAT of a missing path is 550 (not 451), RNTO without RNFR is 503 (not
+/// 450), SIZE of a directory is 550 (not `213 0`), and MKD names the
+/// directory it made, normalised (not the path as typed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_reply_codes_stop_retries() {
+    let Some(gw) = Gateway::start(Backend::Local).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    assert_eq!(reply_code(&mut ftp, "STAT missing.txt").await, 550);
+    assert_eq!(reply_code(&mut ftp, "RNTO b.txt").await, 503);
+    let made = ftp
+        .custom_command("MKD ../../x/./y/../d", &[])
+        .await
+        .map(|r| {
+            (
+                r.status.code(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )
+        })
+        .or_else(|e| match e {
+            suppaftp::FtpError::UnexpectedResponse(r) => Ok((
+                r.status.code(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            )),
+            e => Err(e),
+        })
+        .expect("MKD");
+    assert_eq!(made.0, 257, "{made:?}");
+    assert!(made.1.contains("\"/x/d\""), "{made:?}");
+    assert_eq!(reply_code(&mut ftp, "SIZE x/d").await, 550);
+    let mut data: &[u8] = b"12345";
+    ftp.put_file("x/f.txt", &mut data).await.expect("STOR");
+    assert_eq!(ftp.size("x/f.txt").await.expect("SIZE of a file"), 5);
+}
+
+/// APPE by a user who may not see the file (`write` without `list` or
+/// `read`) is refused instead of replacing the file with the appended bytes
+/// (engine patch 0305); a user who may see it appends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appe_never_replaces_a_file_it_cannot_see() {
+    let opts = Options {
+        users: vec![
+            TestUser::full("alice", "/"),
+            TestUser {
+                permissions: vec!["write".into()],
+                ..TestUser::full("writer", "/")
+            },
+        ],
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(Backend::Local, opts).await else {
+        return;
+    };
+    gw.put_object("log.txt", b"abc").await;
+    let mut writer = gw.login("writer").await;
+    let mut data: &[u8] = b"def";
+    assert_eq!(code_of(writer.append_file("log.txt", &mut data).await), 550);
+    assert_eq!(gw.object("log.txt").await.as_deref(), Some(&b"abc"[..]));
+    let mut alice = gw.login("alice").await;
+    let mut data: &[u8] = b"def";
+    alice.append_file("log.txt", &mut data).await.expect("APPE");
+    assert_eq!(gw.object("log.txt").await.as_deref(), Some(&b"abcdef"[..]));
 }
