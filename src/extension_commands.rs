@@ -182,8 +182,10 @@ impl SiteCommandHandler<ObjectBackend, SessionUser> for Command {
                     .collect();
                 Some(format!("HASH {}", list.join(";")))
             }
-            Verb::Mfmt => Some("MFMT".to_string()),
-            Verb::OptsHash | Verb::Fixed(_) => None,
+            // Answered but not listed: only file:// can set a time, and
+            // clients that see MFMT in FEAT (rclone) fail the whole copy
+            // when it is refused on an object store.
+            Verb::OptsHash | Verb::Fixed(_) | Verb::Mfmt => None,
         }
     }
 }
