@@ -169,9 +169,14 @@ pub async fn start(haproxy: &Path, dir: &Path, replicas: &[(SocketAddr, SocketAd
                 last_log = std::fs::read_to_string(&log).unwrap_or_default();
                 break;
             }
-            if runtime(&socket, "show info").await.is_ok()
-                && tokio::net::TcpStream::connect(control).await.is_ok()
-            {
+            // Ready once the control frontend is open. Asked on the runtime
+            // socket, not by connecting: a probe connection would be
+            // forwarded to a replica as soon as one is up and leave its
+            // source address in the affinity table the test checks.
+            if runtime(&socket, "show stat").await.is_ok_and(|csv| {
+                csv.lines()
+                    .any(|l| l.starts_with("ftp_control,FRONTEND,") && l.contains(",OPEN,"))
+            }) {
                 return Balancer {
                     control,
                     passive,
