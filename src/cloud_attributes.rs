@@ -1,5 +1,6 @@
-//! Digests of multipart uploads on S3 and Azure, written onto the object
-//! once it is committed.
+//! Metadata written onto committed objects: the digests of multipart
+//! uploads on S3, Azure and GCS, and the client's modification time that
+//! `MFMT` sets ([`crate::backend`]'s `modified_time`).
 //!
 //! A cloud fixes an object's user metadata when the multipart upload
 //! *starts* (S3 `CreateMultipartUpload`; object_store passes Azure's at
@@ -16,17 +17,23 @@
 //!   server-side copy: no byte passes through the gateway, but S3 refuses it
 //!   above 5 GiB, and the ETag changes. `Content-Type` and storage class are
 //!   re-sent because REPLACE resets them.
-//! - **Azure**: `Set Blob Metadata` (no copy), through a SAS URL.
+//! - **Azure**: `Set Blob Metadata` (no copy), through a SAS URL. It
+//!   replaces the whole user metadata set, so every key is re-sent.
+//! - **GCS**: a JSON API `PATCH` of the object resource (no copy), with the
+//!   store's own OAuth token, conditional on the generation
+//!   (`ifGenerationMatch`). A PATCH merges metadata keys, so only the new
+//!   ones are sent.
 //!
 //! Failure never fails the upload (it is already committed): it is logged,
-//! and the checksum of that object is computed on demand instead. GCS is
-//! not covered (no emulator here accepts object_store's XML writes).
+//! and the checksum of that object is computed on demand instead. `MFMT`
+//! uses the same [`MetadataWriter`] and reports a failure to the client.
 
 use crate::local_attributes::CompletionAttributes;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use object_store::aws::AmazonS3;
 use object_store::azure::MicrosoftAzure;
+use object_store::gcp::GoogleCloudStorage;
 use object_store::path::Path;
 use object_store::signer::{SignedUrlOptions, Signer};
 use object_store::{
@@ -35,7 +42,7 @@ use object_store::{
     Result, UploadPart,
 };
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::Method;
+use reqwest::{Method, StatusCode};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,6 +66,59 @@ pub enum Cloud {
     S3(Arc<AmazonS3>, String),
     /// Azure Blob.
     Azure(Arc<MicrosoftAzure>),
+    /// GCS, its bucket, and the base URL of its JSON API (the XML API's
+    /// host serves it too: `https://storage.googleapis.com`, or an
+    /// emulator's address).
+    Gcs(Arc<GoogleCloudStorage>, String, String),
+}
+
+/// Which version of an object a metadata write applies to: the write is
+/// refused (412) when the object changed in between, so one upload's digest
+/// or time never lands on another upload's bytes.
+#[derive(Debug, Clone, Default)]
+pub struct Precondition {
+    /// The ETag (S3, Azure).
+    pub e_tag: Option<String>,
+    /// The generation (GCS).
+    pub version: Option<String>,
+}
+
+/// Why a metadata write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The request could not be built or sent.
+    #[error("metadata request failed: {0}")]
+    Request(String),
+    /// The store answered with an error.
+    #[error("store answered HTTP {status}: {body}")]
+    Refused {
+        /// The HTTP status.
+        status: StatusCode,
+        /// The start of the error document.
+        body: String,
+    },
+}
+
+impl WriteError {
+    /// The object changed or vanished since it was looked at.
+    pub fn precondition_failed(&self) -> bool {
+        matches!(self, WriteError::Refused { status, .. } if *status == StatusCode::PRECONDITION_FAILED)
+    }
+
+    /// The object does not exist (any more).
+    pub fn not_found(&self) -> bool {
+        matches!(self, WriteError::Refused { status, .. } if *status == StatusCode::NOT_FOUND)
+    }
+
+    /// The store may accept the same request later.
+    pub fn transient(&self) -> bool {
+        match self {
+            WriteError::Request(_) => true,
+            WriteError::Refused { status, .. } => {
+                status.is_server_error() || *status == StatusCode::TOO_MANY_REQUESTS
+            }
+        }
+    }
 }
 
 impl Cloud {
@@ -66,21 +126,27 @@ impl Cloud {
         match self {
             Cloud::S3(store, _) => store.as_ref(),
             Cloud::Azure(store) => store.as_ref(),
+            Cloud::Gcs(store, _, _) => store.as_ref(),
         }
     }
 
-    /// Writes `attributes` on the committed object `location` (`etag`).
+    /// Writes `attributes` on the committed object `location`.
+    ///
+    /// On S3 and Azure `attributes` is the object's whole new set (what is
+    /// not named is dropped); on GCS the metadata keys named are merged in.
     async fn write(
         &self,
         http: &reqwest::Client,
         location: &Path,
-        etag: Option<&str>,
+        precondition: &Precondition,
         attributes: &Attributes,
-    ) -> std::result::Result<(), String> {
+    ) -> std::result::Result<(), WriteError> {
+        let request_error = |e: String| WriteError::Request(e);
         let mut headers = HeaderMap::new();
-        let mut add = |name: String, value: &str| -> std::result::Result<(), String> {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| e.to_string())?;
-            let value = HeaderValue::from_str(value).map_err(|e| e.to_string())?;
+        let mut add = |name: String, value: &str| -> std::result::Result<(), WriteError> {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|e| request_error(e.to_string()))?;
+            let value = HeaderValue::from_str(value).map_err(|e| request_error(e.to_string()))?;
             headers.insert(name, value);
             Ok(())
         };
@@ -90,12 +156,16 @@ impl Cloud {
                     percent_encoding::utf8_percent_encode(location.as_ref(), COPY_SOURCE).collect();
                 add("x-amz-copy-source".into(), &format!("/{bucket}/{key}"))?;
                 add("x-amz-metadata-directive".into(), "REPLACE")?;
-                if let Some(etag) = etag {
+                if let Some(etag) = &precondition.e_tag {
                     add("x-amz-copy-source-if-match".into(), etag)?;
                 }
                 for (attribute, value) in attributes.iter() {
                     let name = match attribute {
                         Attribute::ContentType => "content-type".to_string(),
+                        Attribute::ContentEncoding => "content-encoding".to_string(),
+                        Attribute::ContentDisposition => "content-disposition".to_string(),
+                        Attribute::ContentLanguage => "content-language".to_string(),
+                        Attribute::CacheControl => "cache-control".to_string(),
                         Attribute::StorageClass => "x-amz-storage-class".to_string(),
                         Attribute::Metadata(key) => format!("x-amz-meta-{key}"),
                         _ => continue,
@@ -111,12 +181,12 @@ impl Cloud {
                 let url = store
                     .signed_url_opts(Method::PUT, location, URL_LIFETIME, &options)
                     .await
-                    .map_err(|e| crate::error_chain(&e))?;
-                http.put(url)
+                    .map_err(|e| request_error(crate::error_chain(&e)))?;
+                http.put(url).header("content-length", "0")
             }
             Cloud::Azure(store) => {
                 add("x-ms-version".into(), "2023-11-03")?;
-                if let Some(etag) = etag {
+                if let Some(etag) = &precondition.e_tag {
                     add("if-match".into(), etag)?;
                 }
                 for (attribute, value) in attributes.iter() {
@@ -127,58 +197,189 @@ impl Cloud {
                 let mut url = store
                     .signed_url(Method::PUT, location, URL_LIFETIME)
                     .await
-                    .map_err(|e| crate::error_chain(&e))?;
+                    .map_err(|e| request_error(crate::error_chain(&e)))?;
                 url.query_pairs_mut().append_pair("comp", "metadata");
-                http.put(url)
+                http.put(url).header("content-length", "0")
+            }
+            Cloud::Gcs(store, bucket, base) => {
+                let metadata: serde_json::Map<String, serde_json::Value> = attributes
+                    .iter()
+                    .filter_map(|(attribute, value)| match attribute {
+                        Attribute::Metadata(key) => Some((
+                            key.to_string(),
+                            serde_json::Value::String(value.to_string()),
+                        )),
+                        _ => None,
+                    })
+                    .collect();
+                let object: String = percent_encoding::utf8_percent_encode(
+                    location.as_ref(),
+                    percent_encoding::NON_ALPHANUMERIC,
+                )
+                .collect();
+                let mut url = reqwest::Url::parse(&format!(
+                    "{}/storage/v1/b/{bucket}/o/{object}",
+                    base.trim_end_matches('/')
+                ))
+                .map_err(|e| request_error(e.to_string()))?;
+                if let Some(generation) = &precondition.version {
+                    url.query_pairs_mut()
+                        .append_pair("ifGenerationMatch", generation);
+                }
+                let credential = store
+                    .credentials()
+                    .get_credential()
+                    .await
+                    .map_err(|e| request_error(crate::error_chain(&e)))?;
+                let body = serde_json::to_vec(&serde_json::json!({ "metadata": metadata }))
+                    .map_err(|e| request_error(e.to_string()))?;
+                let request = http
+                    .patch(url)
+                    .header("content-type", "application/json")
+                    .body(body);
+                // An emulator without OAuth has an empty token.
+                if credential.bearer.is_empty() {
+                    request
+                } else {
+                    request.bearer_auth(&credential.bearer)
+                }
             }
         };
         let response = request
             .headers(headers)
-            .header("content-length", "0")
             .send()
             .await
             // The URL carries a signature: never in a log line.
-            .map_err(|e| crate::error_chain(&e.without_url()))?;
+            .map_err(|e| request_error(crate::error_chain(&e.without_url())))?;
         let status = response.status();
         // S3 may answer a copy 200 with an error document.
         let body = response.text().await.unwrap_or_default();
         if status.is_success() && !body.contains("<Error>") {
             Ok(())
         } else {
-            Err(format!(
-                "HTTP {status}: {}",
-                body.chars()
+            Err(WriteError::Refused {
+                // An error document inside a 200: S3's copy failed late.
+                status: if status.is_success() {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                } else {
+                    status
+                },
+                body: body
+                    .chars()
                     .take(600)
                     .collect::<String>()
-                    .replace(char::is_control, " ")
-            ))
+                    .replace(char::is_control, " "),
+            })
         }
+    }
+}
+
+/// Writes metadata onto committed objects of one cloud store (see the
+/// module header for how each cloud does it).
+#[derive(Debug)]
+pub struct MetadataWriter {
+    cloud: Cloud,
+    http: reqwest::Client,
+}
+
+impl MetadataWriter {
+    /// Whether [`Self::replace`] needs the object's whole attribute set
+    /// (S3 and Azure replace; GCS merges).
+    pub fn replaces_all(&self) -> bool {
+        !matches!(self.cloud, Cloud::Gcs(..))
+    }
+
+    /// The URL scheme family of the cloud (`s3`, `az`, `gs`).
+    pub fn family(&self) -> &'static str {
+        match self.cloud {
+            Cloud::S3(..) => "s3",
+            Cloud::Azure(_) => "az",
+            Cloud::Gcs(..) => "gs",
+        }
+    }
+
+    /// Writes `attributes` on `location` if it is still the version
+    /// `precondition` names.
+    pub async fn replace(
+        &self,
+        location: &Path,
+        precondition: &Precondition,
+        attributes: &Attributes,
+    ) -> std::result::Result<(), WriteError> {
+        self.cloud
+            .write(&self.http, location, precondition, attributes)
+            .await
+    }
+
+    /// The storage class of an S3 object (`None`: STANDARD, or not S3).
+    /// object_store's HEAD does not return it, and a metadata REPLACE
+    /// would otherwise move the object to STANDARD.
+    pub async fn storage_class(
+        &self,
+        location: &Path,
+    ) -> std::result::Result<Option<String>, WriteError> {
+        let Cloud::S3(store, _) = &self.cloud else {
+            return Ok(None);
+        };
+        let url = store
+            .signed_url(Method::HEAD, location, URL_LIFETIME)
+            .await
+            .map_err(|e| WriteError::Request(crate::error_chain(&e)))?;
+        let response = self
+            .http
+            .head(url)
+            .send()
+            .await
+            .map_err(|e| WriteError::Request(crate::error_chain(&e.without_url())))?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(WriteError::Refused {
+                status,
+                body: String::new(),
+            });
+        }
+        Ok(response
+            .headers()
+            .get("x-amz-storage-class")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string))
     }
 }
 
 /// A cloud store that completes multipart uploads with their late attributes.
 #[derive(Debug)]
 pub struct CloudAttributesStore {
-    cloud: Arc<Cloud>,
-    http: reqwest::Client,
+    writer: Arc<MetadataWriter>,
 }
 
 impl CloudAttributesStore {
     /// Wraps the typed store.
     pub fn new(cloud: Cloud) -> std::result::Result<Self, reqwest::Error> {
         Ok(Self {
-            cloud: Arc::new(cloud),
-            // A self-copy of up to 5 GiB runs server-side within one request.
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(600))
-                .build()?,
+            writer: Arc::new(MetadataWriter {
+                cloud,
+                // A self-copy of up to 5 GiB runs server-side within one
+                // request.
+                http: reqwest::Client::builder()
+                    .timeout(Duration::from_secs(600))
+                    .build()?,
+            }),
         })
+    }
+
+    /// The writer, shared with `MFMT`.
+    pub fn writer(&self) -> Arc<MetadataWriter> {
+        self.writer.clone()
+    }
+
+    fn inner(&self) -> &dyn ObjectStore {
+        self.writer.cloud.store()
     }
 }
 
 impl fmt::Display for CloudAttributesStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "CloudAttributes({})", self.cloud.store())
+        write!(f, "CloudAttributes({})", self.inner())
     }
 }
 
@@ -190,7 +391,7 @@ impl ObjectStore for CloudAttributesStore {
         payload: PutPayload,
         opts: PutOptions,
     ) -> Result<PutResult> {
-        self.cloud.store().put_opts(location, payload, opts).await
+        self.inner().put_opts(location, payload, opts).await
     }
 
     async fn put_multipart_opts(
@@ -200,23 +401,18 @@ impl ObjectStore for CloudAttributesStore {
     ) -> Result<Box<dyn MultipartUpload>> {
         let late = opts.extensions.get::<CompletionAttributes>().cloned();
         let attributes = opts.attributes.clone();
-        let inner = self
-            .cloud
-            .store()
-            .put_multipart_opts(location, opts)
-            .await?;
+        let inner = self.inner().put_multipart_opts(location, opts).await?;
         Ok(Box::new(LateUpload {
             inner,
             location: location.clone(),
             attributes,
             late,
-            cloud: self.cloud.clone(),
-            http: self.http.clone(),
+            writer: self.writer.clone(),
         }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
-        self.cloud.store().get_opts(location, options).await
+        self.inner().get_opts(location, options).await
     }
 
     async fn get_ranges(
@@ -224,18 +420,18 @@ impl ObjectStore for CloudAttributesStore {
         location: &Path,
         ranges: &[std::ops::Range<u64>],
     ) -> Result<Vec<bytes::Bytes>> {
-        self.cloud.store().get_ranges(location, ranges).await
+        self.inner().get_ranges(location, ranges).await
     }
 
     fn delete_stream(
         &self,
         locations: BoxStream<'static, Result<Path>>,
     ) -> BoxStream<'static, Result<Path>> {
-        self.cloud.store().delete_stream(locations)
+        self.inner().delete_stream(locations)
     }
 
     fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.cloud.store().list(prefix)
+        self.inner().list(prefix)
     }
 
     fn list_with_offset(
@@ -243,19 +439,19 @@ impl ObjectStore for CloudAttributesStore {
         prefix: Option<&Path>,
         offset: &Path,
     ) -> BoxStream<'static, Result<ObjectMeta>> {
-        self.cloud.store().list_with_offset(prefix, offset)
+        self.inner().list_with_offset(prefix, offset)
     }
 
     async fn list_with_delimiter(&self, prefix: Option<&Path>) -> Result<ListResult> {
-        self.cloud.store().list_with_delimiter(prefix).await
+        self.inner().list_with_delimiter(prefix).await
     }
 
     async fn copy_opts(&self, from: &Path, to: &Path, options: CopyOptions) -> Result<()> {
-        self.cloud.store().copy_opts(from, to, options).await
+        self.inner().copy_opts(from, to, options).await
     }
 
     async fn rename_opts(&self, from: &Path, to: &Path, options: RenameOptions) -> Result<()> {
-        self.cloud.store().rename_opts(from, to, options).await
+        self.inner().rename_opts(from, to, options).await
     }
 }
 
@@ -267,8 +463,7 @@ struct LateUpload {
     /// The attributes given at creation (REPLACE on S3 must repeat them).
     attributes: Attributes,
     late: Option<CompletionAttributes>,
-    cloud: Arc<Cloud>,
-    http: reqwest::Client,
+    writer: Arc<MetadataWriter>,
 }
 
 #[async_trait]
@@ -282,18 +477,21 @@ impl MultipartUpload for LateUpload {
         let Some(late) = self.late.as_ref().and_then(CompletionAttributes::get) else {
             return Ok(result);
         };
-        let mut attributes = self.attributes.clone();
+        let mut attributes = if self.writer.replaces_all() {
+            self.attributes.clone()
+        } else {
+            Attributes::new()
+        };
         for (attribute, value) in late.iter() {
             attributes.insert(attribute.clone(), value.clone());
         }
+        let precondition = Precondition {
+            e_tag: result.e_tag.clone(),
+            version: result.version.clone(),
+        };
         if let Err(cause) = self
-            .cloud
-            .write(
-                &self.http,
-                &self.location,
-                result.e_tag.as_deref(),
-                &attributes,
-            )
+            .writer
+            .replace(&self.location, &precondition, &attributes)
             .await
         {
             tracing::warn!(key = %self.location, %cause, "could not store the digest of a multipart upload; its checksum will be computed on demand");

@@ -25,6 +25,12 @@ pub const DEFAULT_PASSIVE_PORTS: &str = "50000-50100";
 pub const DEFAULT_DATA_DIR: &str = "bucketftp-data";
 /// Default multipart part size: 8 MiB (S3's 10,000-part cap allows ~78 GiB objects).
 pub const DEFAULT_PART_SIZE: &str = "8MiB";
+
+/// Default most files per listing whose `mtime` metadata is read: about
+/// 1-2 s of HEADs (16 at a time) on S3, the size of a typical camera or
+/// backup directory; larger directories list at the speed of the listing
+/// API alone.
+pub const DEFAULT_LISTING_MTIME_LIMIT: usize = 1000;
 /// S3 refuses parts under 5 MiB (except the last).
 pub const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
@@ -196,6 +202,8 @@ pub struct RawStorage {
     pub download_concurrency: usize,
     /// Content-Type of new objects: auto (from the file name) or none.
     pub content_type: String,
+    /// Most files in one listing whose client-set time (`mtime` metadata) is read, one HEAD each; 0 = never.
+    pub listing_mtime_limit: usize,
 }
 
 impl Default for RawStorage {
@@ -212,6 +220,7 @@ impl Default for RawStorage {
             storage_class: String::new(),
             download_concurrency: 8,
             content_type: "auto".into(),
+            listing_mtime_limit: DEFAULT_LISTING_MTIME_LIMIT,
         }
     }
 }
@@ -435,6 +444,8 @@ pub struct StorageConfig {
     pub download_concurrency: usize,
     /// Content-Type of new objects: from the file name, or none.
     pub content_types: crate::integrity::ContentTypes,
+    /// Most files in one listing whose stored `mtime` is read (a HEAD each); 0 = never.
+    pub listing_mtime_limit: usize,
 }
 
 /// `[events]`, validated: where upload events go.
@@ -702,6 +713,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             "storage.download_concurrency",
             raw.storage.download_concurrency,
         )?,
+        listing_mtime_limit: raw.storage.listing_mtime_limit,
         content_types: match raw.storage.content_type.as_str() {
             "auto" => crate::integrity::ContentTypes::Auto,
             "none" => crate::integrity::ContentTypes::None,

@@ -8,7 +8,9 @@
 //! - `XSHA256`, `XSHA1`, `XMD5`, `XCRC <path>` (WinSCP, Total Commander,
 //!   Serv-U and proftpd's mod_digest): the whole file's digest;
 //! - `MFMT <YYYYMMDDHHMMSS> <path>` (draft-somers-ftp-mfxx) and the
-//!   two-argument `MDTM <time> <path>` that WinSCP and others send.
+//!   two-argument `MDTM <time> <path>` that WinSCP and others send: the
+//!   file's time on `file://`, `mtime` metadata on object stores
+//!   ([`crate::backend::modified_time`]); listed in FEAT.
 //!
 //! The answers come from [`ObjectBackend::checksum`]: SHA-256 and CRC-32 from
 //! the object's stored metadata (one HEAD, no body), anything else by
@@ -44,6 +46,9 @@ struct Command {
     verb: Verb,
     /// The algorithm `HASH` uses in this session.
     selected: Arc<Mutex<Algorithm>>,
+    /// Whether FEAT lists MFMT (every store of the object_store engine can
+    /// set times; the unftp-sbe-gcs engine cannot).
+    mfmt_listed: bool,
 }
 
 /// The algorithms HASH offers, in FEAT order.
@@ -54,14 +59,18 @@ const OFFERED: [Algorithm; 4] = [
     Algorithm::Crc32,
 ];
 
-/// Adds the extension commands to a session's server.
+/// Adds the extension commands to a session's server. `mfmt_listed`:
+/// whether FEAT announces MFMT (clients such as rclone set a time after
+/// every upload when it does, and fail the copy if it is refused).
 pub fn register(
     builder: ServerBuilder<ObjectBackend, SessionUser>,
+    mfmt_listed: bool,
 ) -> ServerBuilder<ObjectBackend, SessionUser> {
     let selected = Arc::new(Mutex::new(Algorithm::Sha256));
     let command = |verb| Command {
         verb,
         selected: selected.clone(),
+        mfmt_listed,
     };
     builder
         .command("HASH", command(Verb::Hash))
@@ -182,19 +191,28 @@ impl SiteCommandHandler<ObjectBackend, SessionUser> for Command {
                     .collect();
                 Some(format!("HASH {}", list.join(";")))
             }
-            // Answered but not listed: only file:// can set a time, and
-            // clients that see MFMT in FEAT (rclone) fail the whole copy
-            // when it is refused on an object store.
+            // RFC 3659-style FEAT line of draft-somers-ftp-mfxx.
+            Verb::Mfmt if self.mfmt_listed => Some("MFMT".to_string()),
             Verb::OptsHash | Verb::Fixed(_) | Verb::Mfmt => None,
         }
     }
 }
 
-/// `YYYYMMDDHHMMSS` (optionally `.fff`), UTC, as MFMT sends it.
+/// `YYYYMMDDHHMMSS` (optionally `.fff`, up to nanoseconds), UTC, as MFMT
+/// sends it.
 fn parse_mfmt_time(text: &str) -> Option<std::time::SystemTime> {
-    let whole = text.split('.').next()?;
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
     let naive = chrono::NaiveDateTime::parse_from_str(whole, "%Y%m%d%H%M%S").ok()?;
-    Some(naive.and_utc().into())
+    if fraction.len() > 9 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{fraction:0<9}").parse().ok()?
+    };
+    let time: std::time::SystemTime = naive.and_utc().into();
+    Some(time + std::time::Duration::from_nanos(u64::from(nanos)))
 }
 
 #[cfg(test)]
@@ -206,7 +224,12 @@ mod tests {
         let t = parse_mfmt_time("20240102030405").unwrap();
         let secs = t.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
         assert_eq!(secs, 1_704_164_645);
-        assert!(parse_mfmt_time("20240102030405.123").is_some());
+        let frac = parse_mfmt_time("20240102030405.123").unwrap();
+        assert_eq!(
+            frac.duration_since(t).unwrap(),
+            std::time::Duration::from_millis(123)
+        );
+        assert!(parse_mfmt_time("20240102030405.1x").is_none());
         assert!(parse_mfmt_time("2024-01-02").is_none());
         assert!(parse_mfmt_time("20241302030405").is_none());
     }
@@ -216,6 +239,7 @@ mod tests {
         let command = Command {
             verb: Verb::Hash,
             selected: Arc::new(Mutex::new(Algorithm::Sha256)),
+            mfmt_listed: true,
         };
         assert_eq!(
             command.feature().as_deref(),

@@ -350,6 +350,7 @@ pub async fn serve_checked(
         rename_limit: config.storage.rename_limit,
         mkd_existing_ok: config.server.mkd_existing_ok,
         download_concurrency: config.storage.download_concurrency,
+        listing_mtime_limit: config.storage.listing_mtime_limit,
     });
     let tls = config
         .tls

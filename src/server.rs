@@ -274,7 +274,8 @@ impl FtpService {
                 None => {}
             }
         }
-        crate::extension_commands::register(builder)
+        let mfmt_listed = self.config.storage.engine != crate::config::StorageEngine::UnftpSbeGcs;
+        crate::extension_commands::register(builder, mfmt_listed)
             .build()
             .map_err(SessionError::Build)
     }

@@ -8,7 +8,7 @@
 //! cloud environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are honoured as
 //! object_store's `from_env` builders do; explicit options win over them.
 
-use crate::cloud_attributes::{Cloud, CloudAttributesStore};
+use crate::cloud_attributes::{Cloud, CloudAttributesStore, MetadataWriter};
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::azure::AzureConfigKey;
 use object_store::gcp::GoogleConfigKey;
@@ -113,6 +113,8 @@ pub struct OpenedStore {
     pub endpoint: Option<String>,
     /// The bucket or container of a cloud store (for start-up messages).
     pub bucket: Option<String>,
+    /// Writes metadata onto committed objects (clouds only; `MFMT`).
+    pub metadata_writer: Option<Arc<MetadataWriter>>,
 }
 
 /// Options we set unless the operator does: object_store's 30 s default
@@ -145,6 +147,7 @@ pub fn open_store(
                 display_url,
                 endpoint: None,
                 bucket: None,
+                metadata_writer: None,
             })
         }
         "file" => {
@@ -174,6 +177,7 @@ pub fn open_store(
                 display_url,
                 endpoint: None,
                 bucket: None,
+                metadata_writer: None,
             })
         }
         scheme @ ("s3" | "s3a" | "gs" | "az" | "azure" | "abfs" | "abfss") => {
@@ -204,7 +208,8 @@ pub fn open_store(
             }
             crate::storage_check::preflight(family, &merged)?;
             let endpoint = crate::storage_check::endpoint_of(family, &merged, env);
-            let store = build_cloud(family, url, merged, retry).map_err(StoreUrlError::Build)?;
+            let (store, metadata_writer) =
+                build_cloud(family, url, merged, retry).map_err(StoreUrlError::Build)?;
             let base = url_prefix(url)?;
             let what = if family == "az" {
                 "container"
@@ -218,6 +223,7 @@ pub fn open_store(
                 display_url,
                 endpoint: Some(endpoint),
                 bucket: url.host_str().map(|b| format!("{what} {b}")),
+                metadata_writer: Some(metadata_writer),
             })
         }
         other => Err(StoreUrlError::UnsupportedScheme {
@@ -248,13 +254,14 @@ impl Default for Retry {
 }
 
 /// One builder per cloud, configured key by key (the keys were checked
-/// above), with our retry policy, which `parse_url_opts` cannot set.
+/// above), with our retry policy, which `parse_url_opts` cannot set; and
+/// the metadata writer that shares its client.
 fn build_cloud(
     family: &str,
     url: &Url,
     options: BTreeMap<String, String>,
     retry: &Retry,
-) -> object_store::Result<Arc<dyn ObjectStore>> {
+) -> object_store::Result<(Arc<dyn ObjectStore>, Arc<MetadataWriter>)> {
     let retry = object_store::RetryConfig {
         max_retries: retry.max_retries,
         retry_timeout: retry.timeout,
@@ -273,13 +280,19 @@ fn build_cloud(
             cloud_attributes(Cloud::S3(Arc::new(b.with_retry(retry).build()?), bucket))?
         }
         "gs" => {
+            let json_base = gcs_json_base(&options);
             let mut b = object_store::gcp::GoogleCloudStorageBuilder::new().with_url(url.as_str());
             for (k, v) in options {
                 if let Ok(key) = GoogleConfigKey::from_str(&k) {
                     b = b.with_config(key, v);
                 }
             }
-            Arc::new(b.with_retry(retry).build()?)
+            let bucket = url.host_str().unwrap_or_default().to_string();
+            cloud_attributes(Cloud::Gcs(
+                Arc::new(b.with_retry(retry).build()?),
+                bucket,
+                json_base,
+            ))?
         }
         _ => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::new().with_url(url.as_str());
@@ -293,15 +306,51 @@ fn build_cloud(
     })
 }
 
-/// S3 and Azure stores are wrapped so multipart uploads get their digests
-/// once committed (see [`crate::cloud_attributes`]).
-fn cloud_attributes(cloud: Cloud) -> object_store::Result<Arc<dyn ObjectStore>> {
+/// Cloud stores are wrapped so multipart uploads get their digests once
+/// committed (see [`crate::cloud_attributes`]).
+fn cloud_attributes(
+    cloud: Cloud,
+) -> object_store::Result<(Arc<dyn ObjectStore>, Arc<MetadataWriter>)> {
     CloudAttributesStore::new(cloud)
-        .map(|store| Arc::new(store) as Arc<dyn ObjectStore>)
+        .map(|store| {
+            let writer = store.writer();
+            (Arc::new(store) as Arc<dyn ObjectStore>, writer)
+        })
         .map_err(|e| object_store::Error::Generic {
             store: "bucketftp",
             source: Box::new(e),
         })
+}
+
+/// Where GCS's JSON API answers (metadata PATCH): the XML API's base URL,
+/// which serves both, as object_store chooses it: the `google_base_url`
+/// option, else the key file's `gcs_base_url` (emulators), else Google's.
+fn gcs_json_base(options: &BTreeMap<String, String>) -> String {
+    const DEFAULT: &str = "https://storage.googleapis.com";
+    if let Some(base) = options
+        .get("google_base_url")
+        .or_else(|| options.get("base_url"))
+    {
+        return base.clone();
+    }
+    let key_json = ["google_service_account_key", "service_account_key"]
+        .iter()
+        .find_map(|k| options.get(*k).cloned())
+        .or_else(|| {
+            [
+                "google_service_account",
+                "service_account",
+                "google_service_account_path",
+                "service_account_path",
+            ]
+            .iter()
+            .find_map(|k| options.get(*k))
+            .and_then(|path| std::fs::read_to_string(path).ok())
+        });
+    key_json
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .and_then(|json| json.get("gcs_base_url")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| DEFAULT.to_string())
 }
 
 /// The key prefix in a cloud URL (`s3://bucket/a/b` → `a/b`).

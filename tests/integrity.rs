@@ -665,7 +665,7 @@ async fn hash_on_azure() {
 }
 
 /// MFMT and the two-argument MDTM set a file's time on `file://`, and MDTM
-/// and LIST report it; object stores answer 502.
+/// and LIST report it (object stores: tests/modification_times.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfmt_sets_the_time_on_local() {
     let _serial = SERIAL.lock().await;
@@ -693,21 +693,6 @@ async fn mfmt_sets_the_time_on_local() {
         "{stdout}"
     );
     assert_eq!(lines[3], "213 20210304050607", "{stdout}");
-    ftp.quit().await.ok();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn mfmt_is_refused_on_s3() {
-    let _serial = SERIAL.lock().await;
-    let Some(gw) = Gateway::start(Backend::S3).await else {
-        return;
-    };
-    let mut ftp = gw.login("alice").await;
-    ftp.put_file("a.txt", &mut &b"abc"[..]).await.expect("STOR");
-    let reply = ftp
-        .custom_command("MFMT 20200102030405 a.txt", &[suppaftp::Status::File])
-        .await;
-    assert_eq!(common::code_of(reply), 502);
     ftp.quit().await.ok();
 }
 

@@ -9,7 +9,7 @@
 use crate::backend::reply_codes::storage_error;
 use crate::paths::marker_key;
 use crate::store_url::{OpenedStore, StoreKind};
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStoreExt};
 use std::collections::BTreeMap;
@@ -99,20 +99,70 @@ const HDI_ISFOLDER: &str = "hdi_isfolder";
 
 /// Whether the zero-byte blob at `location` is an Azure folder marker.
 async fn is_folder_blob(store: &OpenedStore, location: &ObjectPath) -> object_store::Result<bool> {
-    let head = store
-        .store
-        .get_opts(
-            location,
-            object_store::GetOptions {
-                head: true,
-                ..Default::default()
-            },
-        )
-        .await?;
-    Ok(head
-        .attributes
-        .get(&object_store::Attribute::Metadata(HDI_ISFOLDER.into()))
-        .is_some_and(|v| v.as_ref().eq_ignore_ascii_case("true")))
+    let (meta, attributes) = super::modified_time::head(store, location).await?;
+    Ok(is_folder(store, &meta, &attributes))
+}
+
+/// Whether an object, as one HEAD saw it, is an Azure folder blob.
+pub fn is_folder(
+    store: &OpenedStore,
+    meta: &ObjectMeta,
+    attributes: &object_store::Attributes,
+) -> bool {
+    meta.size == 0
+        && folder_blobs(store)
+        && attributes
+            .get(&object_store::Attribute::Metadata(HDI_ISFOLDER.into()))
+            .is_some_and(|v| v.as_ref().eq_ignore_ascii_case("true"))
+}
+
+/// HEADs of one listing's files in flight at once, when their `mtime`
+/// metadata is read.
+const MTIME_HEADS_IN_FLIGHT: usize = 16;
+
+/// Gives listed files the client's time stored as `mtime` metadata (see
+/// [`super::modified_time`]), one HEAD per file, [`MTIME_HEADS_IN_FLIGHT`]
+/// at a time, when the directory holds at most `limit` files; larger
+/// listings keep the store's own times. A file whose HEAD fails (deleted
+/// since the listing, a store hiccup) keeps its listed time: a listing never
+/// fails for this.
+async fn apply_stored_mtimes(
+    store: &OpenedStore,
+    files: &mut [Entry],
+    keys: &[ObjectPath],
+    limit: usize,
+) {
+    if matches!(store.kind, StoreKind::Local { .. }) || files.is_empty() || files.len() > limit {
+        return;
+    }
+    // Owned values in each future: the stream is held across an await of
+    // libunftp's `Send` listing future.
+    let inner = store.store.clone();
+    let times: Vec<Option<SystemTime>> = futures::stream::iter(keys.to_vec())
+        .map(move |key| {
+            let inner = inner.clone();
+            async move {
+                let head = object_store::GetOptions {
+                    head: true,
+                    ..Default::default()
+                };
+                match inner.get_opts(&key, head).await {
+                    Ok(found) => super::modified_time::stored_mtime(&found.attributes),
+                    Err(e) => {
+                        tracing::debug!(key = %key, cause = %e, "listing: no stored mtime");
+                        None
+                    }
+                }
+            }
+        })
+        .buffered(MTIME_HEADS_IN_FLIGHT)
+        .collect()
+        .await;
+    for (entry, time) in files.iter_mut().zip(times) {
+        if time.is_some() {
+            entry.modified = time;
+        }
+    }
 }
 
 /// The last segment of a key, or "" for the root.
@@ -149,14 +199,30 @@ pub async fn stat(
             local_mtime(store, key).await,
         )));
     }
-    match store.store.head(key).await {
-        Ok(meta) if meta.size == 0 && folder_blobs(store) && is_folder_blob(store, key).await? => {
+    let found = if matches!(store.kind, StoreKind::Local { .. }) {
+        // The file's own mtime is the time on a file system.
+        store
+            .store
+            .head(key)
+            .await
+            .map(|meta| (meta, object_store::Attributes::new()))
+    } else {
+        super::modified_time::head(store, key).await
+    };
+    match found {
+        Ok((meta, attributes)) if is_folder(store, &meta, &attributes) => {
             return Ok(Some(Entry::dir(
                 name_of(key),
                 Some(meta.last_modified.into()),
             )))
         }
-        Ok(meta) => return Ok(Some(Entry::file(name_of(key), &meta))),
+        Ok((meta, attributes)) => {
+            let mut entry = Entry::file(name_of(key), &meta);
+            if let Some(time) = super::modified_time::stored_mtime(&attributes) {
+                entry.modified = Some(time);
+            }
+            return Ok(Some(entry));
+        }
         Err(object_store::Error::NotFound { .. }) => {}
         // Some stores answer HEAD of a directory path with a non-404 error
         // (the local file system: "is a directory"); look for a directory.
@@ -212,11 +278,14 @@ async fn dir_stat(store: &OpenedStore, key: &ObjectPath) -> object_store::Result
 }
 
 /// Lists the directory `key`: `Ok(None)` when it is not a directory.
-/// A file named directly lists as itself, as `ls -l file` does.
+/// A file named directly lists as itself, as `ls -l file` does. Files show
+/// their stored `mtime` when the directory holds at most `mtime_limit` of
+/// them ([`apply_stored_mtimes`]).
 pub async fn list(
     store: &OpenedStore,
     root: &ObjectPath,
     key: &ObjectPath,
+    mtime_limit: usize,
 ) -> object_store::Result<Option<Vec<Entry>>> {
     let prefix = (key != &ObjectPath::ROOT).then_some(key);
     let result = store.store.list_with_delimiter(prefix).await?;
@@ -230,6 +299,7 @@ pub async fn list(
     }
     let mut saw_own_marker = false;
     let mut files = Vec::new();
+    let mut file_keys = Vec::new();
     for meta in &result.objects {
         if meta.location == *key
             || (is_marker(&meta.location)
@@ -275,7 +345,9 @@ pub async fn list(
             continue;
         }
         files.push(Entry::file(name, meta));
+        file_keys.push(meta.location.clone());
     }
+    apply_stored_mtimes(store, &mut files, &file_keys, mtime_limit).await;
     if dirs.is_empty() && files.is_empty() && !saw_own_marker && key != root {
         return match stat(store, root, key).await? {
             Some(entry) if entry.kind == EntryKind::File => Ok(Some(vec![entry])),

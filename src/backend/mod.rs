@@ -9,7 +9,8 @@
 //! |----------------|----------------------------------------------------------|
 //! | LIST/NLST/MLSD | `list_with_delimiter` (dirs = common prefixes + markers); |
 //! |                | `*`/`?` in the last segment filter the parent's listing  |
-//! | SIZE/MDTM/MLST | `head`, else directory probe                             |
+//! | SIZE/MDTM/MLST | `head`, else directory probe; `mtime` metadata wins       |
+//! | MFMT           | `mtime` metadata rewritten in place (file mtime on disk) |
 //! | RETR (+REST)   | `get` (ranged)                                           |
 //! | STOR/APPE/REST | PUT or multipart upload, see [`upload`]                  |
 //! | DELE           | `head` + `delete`                                        |
@@ -20,7 +21,7 @@ mod checksums;
 mod directories;
 pub mod download;
 pub mod local_paths;
-mod modified_time;
+pub mod modified_time;
 mod name_pattern;
 pub mod reply_codes;
 pub mod sbe_gcs;
@@ -58,6 +59,8 @@ pub struct BackendSettings {
     pub mkd_existing_ok: bool,
     /// Ranged GETs of one part each running at once per cloud download.
     pub download_concurrency: usize,
+    /// Most files of one listing whose stored `mtime` is read (a HEAD each).
+    pub listing_mtime_limit: usize,
 }
 
 /// Buffer between a download's chunks and the data connection.
@@ -422,10 +425,15 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             let dir = pattern.as_ref().map_or(path.as_path(), |(dir, _)| dir);
             let key = self.key(user, dir).await?;
             let account = &user.account;
-            let mut entries = directories::list(&account.store, account.jail.root(), &key)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| not_found("no such directory"))?;
+            let mut entries = directories::list(
+                &account.store,
+                account.jail.root(),
+                &key,
+                self.settings.listing_mtime_limit,
+            )
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| not_found("no such directory"))?;
             if let Some((_, pattern)) = &pattern {
                 entries.retain(|e| name_pattern::matches(pattern, &e.name));
             }
