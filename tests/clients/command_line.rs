@@ -446,8 +446,8 @@ async fn rclone_copy_check_delete(backend: Backend) {
         );
     }
 
-    // A second copy finds everything up to date (FTP cannot set mtimes,
-    // rclone then goes by size) and sends nothing again.
+    // A second copy finds everything up to date (rclone set each file's
+    // time with MFMT) and sends nothing again.
     let (_, again) = run(rclone().arg("-v").arg("copy").arg(&src).arg("gw:backup")).await;
     assert!(
         !again.contains("Copied"),
