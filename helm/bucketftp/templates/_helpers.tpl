@@ -91,6 +91,110 @@ The address advertised in PASV replies (server.passive_host).
 {{- end }}
 
 {{/*
+The topology: "affinity" (a Deployment behind one Service with client-IP
+affinity) or "perReplica" (a StatefulSet whose replica n has its own passive
+range and its own Service). Checks the values perReplica needs, so every
+template that includes this fails with the same message.
+*/}}
+{{- define "bucketftp.topology" -}}
+{{- $topology := .Values.topology | default "affinity" }}
+{{- if eq $topology "perReplica" }}
+{{- if .Values.autoscaling.enabled }}
+{{- fail "topology perReplica cannot autoscale: each replica owns a fixed passive range and a Service of its own; set autoscaling.enabled=false and choose replicaCount" }}
+{{- end }}
+{{- $replicas := int .Values.replicaCount }}
+{{- if lt $replicas 1 }}
+{{- fail "topology perReplica needs replicaCount >= 1 (one passive range per replica)" }}
+{{- end }}
+{{- $hosts := len .Values.perReplica.passiveHosts }}
+{{- if not (or (eq $hosts 1) (eq $hosts $replicas)) }}
+{{- fail (printf "topology perReplica: perReplica.passiveHosts has %d entries for replicaCount %d; give one per replica (each replica's load balancer), or one shared by all (one balancer publishing every range; from-connection until the addresses are known)" $hosts $replicas) }}
+{{- end }}
+{{- if gt (len .Values.perReplica.serviceAnnotations) $replicas }}
+{{- fail (printf "topology perReplica: perReplica.serviceAnnotations has %d entries for replicaCount %d" (len .Values.perReplica.serviceAnnotations) $replicas) }}
+{{- end }}
+{{- $last := sub (add (int .Values.passivePorts.start) (mul $replicas (include "bucketftp.passiveWidth" . | int))) 1 }}
+{{- if gt $last 65535 }}
+{{- fail (printf "topology perReplica: replicaCount %d ranges of passivePorts end at port %d, beyond 65535" $replicas $last) }}
+{{- end }}
+{{- end }}
+{{- $topology }}
+{{- end }}
+
+{{/*
+Ports in passivePorts (checked to be a range).
+*/}}
+{{- define "bucketftp.passiveWidth" -}}
+{{- len (include "bucketftp.passivePortList" . | fromJsonArray) }}
+{{- end }}
+
+{{/*
+perReplica: replica n's passive range as [first, last], given
+(dict "root" $ "ordinal" n): passivePorts shifted by n x width.
+*/}}
+{{- define "bucketftp.replicaRange" -}}
+{{- $width := include "bucketftp.passiveWidth" .root | int }}
+{{- $first := add (int .root.Values.passivePorts.start) (mul .ordinal $width) }}
+{{- toJson (list $first (sub (add $first $width) 1)) }}
+{{- end }}
+
+{{/*
+perReplica: replica n's passive_host, given (dict "root" $ "ordinal" n):
+its own entry of perReplica.passiveHosts, or the only one.
+*/}}
+{{- define "bucketftp.replicaHost" -}}
+{{- $hosts := .root.Values.perReplica.passiveHosts }}
+{{- if eq (len $hosts) 1 }}
+{{- first $hosts }}
+{{- else }}
+{{- index $hosts (int .ordinal) }}
+{{- end }}
+{{- end }}
+
+{{/*
+perReplica: the ConfigMap's replicas.txt, read by the init container: one
+line per ordinal, "ORDINAL FIRST-LAST HOST".
+*/}}
+{{- define "bucketftp.replicaTable" -}}
+# ordinal passive_ports passive_host (the init container picks its line)
+{{- range $n := until (int .Values.replicaCount) }}
+{{- $range := include "bucketftp.replicaRange" (dict "root" $ "ordinal" $n) | fromJsonArray }}
+{{ $n }} {{ first $range }}-{{ last $range }} {{ include "bucketftp.replicaHost" (dict "root" $ "ordinal" $n) }}
+{{- end }}
+{{ end }}
+
+{{/*
+The ports the pods listen on for data, over all replicas: passivePorts, or
+with perReplica every replica's range, as [first, last].
+*/}}
+{{- define "bucketftp.allPassivePorts" -}}
+{{- $passive := include "bucketftp.passivePortList" . | fromJsonArray }}
+{{- if eq (include "bucketftp.topology" .) "perReplica" }}
+{{- $last := include "bucketftp.replicaRange" (dict "root" . "ordinal" (sub (int .Values.replicaCount) 1)) | fromJsonArray }}
+{{- toJson (list (first $passive) (last $last)) }}
+{{- else }}
+{{- toJson (list (first $passive) (last $passive)) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The load-balancer fields every exposed Service of topology perReplica
+shares (given .Values.service).
+*/}}
+{{- define "bucketftp.loadBalancerSpec" -}}
+{{- with .loadBalancerClass }}
+loadBalancerClass: {{ . }}
+{{- end }}
+{{- with .loadBalancerSourceRanges }}
+loadBalancerSourceRanges:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- if not (kindIs "invalid" .allocateLoadBalancerNodePorts) }}
+allocateLoadBalancerNodePorts: {{ .allocateLoadBalancerNodePorts }}
+{{- end }}
+{{- end }}
+
+{{/*
 terminationGracePeriodSeconds: the preStop delay, then the gateway's own
 shutdown grace, plus 10 s for it to close sessions and exit. Kubernetes
 kills the pod when this runs out, so it must exceed shutdownGraceSeconds.
@@ -149,9 +253,20 @@ config.toml without the users: the ConfigMap's content.
 # Written by the bucketftp chart; the init container appends users.toml.
 [server]
 listen = "0.0.0.0:{{ include "bucketftp.controlPort" . }}"
+{{- if eq (include "bucketftp.topology" .) "perReplica" }}
+# Per replica: the init container writes the pod's own range and host here
+# (replicas.txt).
+passive_ports = "@PASSIVE_PORTS@"
+passive_host = "@PASSIVE_HOST@"
+{{- else }}
 passive_ports = "{{ first $passive }}-{{ last $passive }}"
 passive_host = {{ include "bucketftp.passiveHost" . | toJson }}
+{{- end }}
 shutdown_grace = "{{ int .Values.shutdownGraceSeconds }}s"
+{{- if .Values.proxyProtocol.enabled }}
+proxy_protocol = true
+proxy_protocol_from = {{ include "bucketftp.toml.value" .Values.proxyProtocol.from }}
+{{- end }}
 {{- include "bucketftp.toml.keys" .Values.server }}
 
 [http]
