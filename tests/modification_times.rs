@@ -9,12 +9,16 @@ mod common;
 #[path = "clients/programs.rs"]
 mod programs;
 
-use common::{payload, Backend, Gateway, PASSWORD};
+use common::{payload, Backend, Gateway, Options, PASSWORD};
 use object_store::{Attribute, Attributes, GetOptions, ObjectStore};
 use programs::{installed, run};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::process::Command;
+
+/// Tests here run one at a time: `listing_times_*` count the gateway's
+/// HEADs in the process-wide metrics, which the other tests would move.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The attributes the store returns for an object (one HEAD).
 async fn attributes(gw: &Gateway, path: &str) -> Attributes {
@@ -99,6 +103,7 @@ const T2022: u64 = 1_651_820_889;
 /// Content-Type survive; on object stores the time is rclone's `mtime`
 /// metadata in that cloud's form. Missing files and directories are 550.
 async fn mfmt_from_clients(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     if !installed("curl") {
         return;
     }
@@ -222,6 +227,102 @@ async fn mfmt_on_azure() {
     mfmt_from_clients(Backend::Azure).await;
 }
 
+// -------------------------------------------------------------- listings
+
+/// HEADs the gateway made on `backend` (the instrumented store's `head`
+/// operation).
+async fn heads(gw: &Gateway, backend: &str) -> f64 {
+    let (_, text) = common::http_get(gw.http.expect("http"), "/metrics")
+        .await
+        .expect("metrics");
+    text.lines()
+        .filter(|l| l.starts_with("bucketftp_storage_operation_duration_seconds_count{"))
+        .filter(|l| {
+            l.contains(&format!("backend=\"{backend}\"")) && l.contains("operation=\"head\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// MLSD and LIST show stored times by reading each file's metadata (one
+/// HEAD per file) when the listing holds at most
+/// `storage.listing_mtime_limit` files, after a `*` pattern filtered it;
+/// larger listings show upload times and make no HEAD; NLST never does.
+async fn listing_times(backend: Backend, label: &str) {
+    let _serial = SERIAL.lock().await;
+    let opts = Options {
+        http: true,
+        storage_extra: "part_size = \"5MiB\"\nlisting_mtime_limit = 3\n".into(),
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(backend, opts).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    let mut names = Vec::new();
+    for i in 0..3 {
+        names.push(format!("small/s{i}.txt"));
+    }
+    for i in 0..4 {
+        names.push(format!("big/b{i}.txt"));
+    }
+    for name in &names {
+        ftp.put_file(name, &mut &b"x"[..]).await.expect("STOR");
+    }
+    ftp.quit().await.ok();
+    let mfmt: String = names
+        .iter()
+        .map(|n| format!("reply('MFMT 20200102030405 {n}')\n"))
+        .collect();
+    ftplib(&gw, &mfmt).await;
+
+    let h0 = heads(&gw, label).await;
+    let nlst = ftplib(&gw, "print(sorted(f.nlst('small')))").await;
+    assert_eq!(nlst, ["['s0.txt', 's1.txt', 's2.txt']"]);
+    let h1 = heads(&gw, label).await;
+    assert_eq!(h1, h0, "NLST reads no metadata");
+
+    let small = ftplib(
+        &gw,
+        "print(sorted(set(fact['modify'] for name, fact in f.mlsd('small', ['modify']))))",
+    )
+    .await;
+    assert_eq!(small, ["['20200102030405']"], "stored times");
+    let h2 = heads(&gw, label).await;
+    assert_eq!(h2 - h1, 3.0, "one HEAD per file");
+
+    let big = ftplib(
+        &gw,
+        "print([fact['modify'][:4] for name, fact in f.mlsd('big', ['modify'])])",
+    )
+    .await;
+    assert!(
+        !big[0].contains("2020"),
+        "above the limit: upload times {big:?}"
+    );
+    let h3 = heads(&gw, label).await;
+    assert_eq!(h3, h2, "no HEAD above the limit");
+
+    let pattern = ftplib(
+        &gw,
+        "out = []; f.retrlines('LIST big/*1.txt', out.append); print(out)",
+    )
+    .await;
+    assert!(pattern[0].contains("Jan 02 2020"), "{pattern:?}");
+    let h4 = heads(&gw, label).await;
+    assert_eq!(h4 - h3, 1.0, "only the file the pattern kept");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_times_on_memory() {
+    listing_times(Backend::Memory, "memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_times_on_s3() {
+    listing_times(Backend::S3, "s3").await;
+}
+
 // ---------------------------------------------------------------- rclone
 
 /// `rclone` with an FTP remote `gw:` for the gateway, configured through
@@ -266,6 +367,7 @@ fn lsl(stdout: &str) -> Vec<(String, String)> {
 /// shows them); `rclone sync` re-copies a file whose content changed but
 /// not its size, and only that file; a further sync copies nothing.
 async fn rclone_keeps_times(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     if !installed("rclone") {
         return;
     }
@@ -329,6 +431,7 @@ async fn rclone_keeps_times_on_azure() {
 /// back-ends, which write `mtime` themselves) show rclone's times through
 /// the gateway: MDTM, and `rclone lsl` over FTP.
 async fn rclone_uploads_show_their_times(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     if !installed("rclone") {
         return;
     }
@@ -417,6 +520,7 @@ async fn rclone_azure_uploads_show_their_times() {
 /// `lftp mirror -R` keeps the local times on the gateway (it sends MFMT
 /// after each upload) and `lftp mirror` back keeps them locally.
 async fn lftp_mirror_keeps_times(backend: Backend) {
+    let _serial = SERIAL.lock().await;
     if !installed("lftp") {
         return;
     }
@@ -487,6 +591,7 @@ async fn lftp_mirror_keeps_times_on_azure() {
 /// multipart uploads). The unftp-sbe-gcs engine neither lists nor does it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfmt_on_gcs() {
+    let _serial = SERIAL.lock().await;
     let Some(gw) = Gateway::start(Backend::Gcs).await else {
         return;
     };
@@ -546,6 +651,7 @@ async fn mfmt_on_gcs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mfmt_refused_and_unlisted_with_unftp_sbe_gcs() {
+    let _serial = SERIAL.lock().await;
     let Some(gw) = Gateway::start(Backend::GcsSbe).await else {
         return;
     };

@@ -39,6 +39,8 @@ pub struct Entry {
     /// Last modification: the object's, a directory marker's, a real
     /// directory's mtime on `file://`, else [`undated_directory`].
     pub modified: Option<SystemTime>,
+    /// A file's object key, as listed (for [`apply_stored_mtimes`]).
+    pub location: Option<ObjectPath>,
 }
 
 /// The date shown for a directory that has no date of its own (a prefix
@@ -57,6 +59,7 @@ impl Entry {
             kind: EntryKind::File,
             size: meta.size,
             modified: Some(meta.last_modified.into()),
+            location: Some(meta.location.clone()),
         }
     }
 
@@ -66,6 +69,7 @@ impl Entry {
             kind: EntryKind::Directory,
             size: 0,
             modified: Some(modified.unwrap_or_else(undated_directory)),
+            location: None,
         }
     }
 }
@@ -122,23 +126,27 @@ const MTIME_HEADS_IN_FLIGHT: usize = 16;
 
 /// Gives listed files the client's time stored as `mtime` metadata (see
 /// [`super::modified_time`]), one HEAD per file, [`MTIME_HEADS_IN_FLIGHT`]
-/// at a time, when the directory holds at most `limit` files; larger
+/// at a time, when the listing holds at most `limit` files; larger
 /// listings keep the store's own times. A file whose HEAD fails (deleted
 /// since the listing, a store hiccup) keeps its listed time: a listing never
-/// fails for this.
-async fn apply_stored_mtimes(
-    store: &OpenedStore,
-    files: &mut [Entry],
-    keys: &[ObjectPath],
-    limit: usize,
-) {
-    if matches!(store.kind, StoreKind::Local { .. }) || files.is_empty() || files.len() > limit {
+/// fails for this. Called after a `LIST *.jpg` pattern filtered the
+/// entries, so only the files shown are looked at.
+pub async fn apply_stored_mtimes(store: &OpenedStore, entries: &mut [Entry], limit: usize) {
+    if matches!(store.kind, StoreKind::Local { .. }) {
         return;
     }
+    let mut files: Vec<&mut Entry> = entries
+        .iter_mut()
+        .filter(|e| e.kind == EntryKind::File && e.location.is_some())
+        .collect();
+    if files.is_empty() || files.len() > limit {
+        return;
+    }
+    let keys: Vec<ObjectPath> = files.iter().filter_map(|e| e.location.clone()).collect();
     // Owned values in each future: the stream is held across an await of
     // libunftp's `Send` listing future.
     let inner = store.store.clone();
-    let times: Vec<Option<SystemTime>> = futures::stream::iter(keys.to_vec())
+    let times: Vec<Option<SystemTime>> = futures::stream::iter(keys)
         .map(move |key| {
             let inner = inner.clone();
             async move {
@@ -278,14 +286,12 @@ async fn dir_stat(store: &OpenedStore, key: &ObjectPath) -> object_store::Result
 }
 
 /// Lists the directory `key`: `Ok(None)` when it is not a directory.
-/// A file named directly lists as itself, as `ls -l file` does. Files show
-/// their stored `mtime` when the directory holds at most `mtime_limit` of
-/// them ([`apply_stored_mtimes`]).
+/// A file named directly lists as itself, as `ls -l file` does. Files carry
+/// the listing API's times; [`apply_stored_mtimes`] adds stored ones.
 pub async fn list(
     store: &OpenedStore,
     root: &ObjectPath,
     key: &ObjectPath,
-    mtime_limit: usize,
 ) -> object_store::Result<Option<Vec<Entry>>> {
     let prefix = (key != &ObjectPath::ROOT).then_some(key);
     let result = store.store.list_with_delimiter(prefix).await?;
@@ -299,7 +305,6 @@ pub async fn list(
     }
     let mut saw_own_marker = false;
     let mut files = Vec::new();
-    let mut file_keys = Vec::new();
     for meta in &result.objects {
         if meta.location == *key
             || (is_marker(&meta.location)
@@ -345,9 +350,7 @@ pub async fn list(
             continue;
         }
         files.push(Entry::file(name, meta));
-        file_keys.push(meta.location.clone());
     }
-    apply_stored_mtimes(store, &mut files, &file_keys, mtime_limit).await;
     if dirs.is_empty() && files.is_empty() && !saw_own_marker && key != root {
         return match stat(store, root, key).await? {
             Some(entry) if entry.kind == EntryKind::File => Ok(Some(vec![entry])),

@@ -131,6 +131,49 @@ impl ObjectBackend {
         })
     }
 
+    /// LIST/MLSD/NLST: the entries of a directory (or of its files matching
+    /// a `*`/`?` pattern), with stored `mtime`s read for up to
+    /// `mtime_limit` files.
+    async fn listing(
+        &self,
+        user: &SessionUser,
+        path: &Path,
+        mtime_limit: usize,
+    ) -> StorageResult<Vec<Fileinfo<PathBuf, ObjectMetadata>>> {
+        let started = Instant::now();
+        let result = async {
+            self.allow(user, Permission::List)?;
+            if let Some(gcs) = &user.account.gcs_engine {
+                return sbe_gcs::ops::list(gcs, user, path).await;
+            }
+            // `LIST *.txt`, `NLST m?.jpg`: the parent's listing, filtered.
+            let pattern = name_pattern::split(path);
+            let dir = pattern.as_ref().map_or(path, |(dir, _)| dir);
+            let key = self.key(user, dir).await?;
+            let account = &user.account;
+            let mut entries = directories::list(&account.store, account.jail.root(), &key)
+                .await
+                .map_err(storage_error)?
+                .ok_or_else(|| not_found("no such directory"))?;
+            if let Some((_, pattern)) = &pattern {
+                entries.retain(|e| name_pattern::matches(pattern, &e.name));
+            }
+            directories::apply_stored_mtimes(&account.store, &mut entries, mtime_limit).await;
+            Ok(entries
+                .iter()
+                .map(|e| Fileinfo {
+                    path: PathBuf::from(&e.name),
+                    metadata: ObjectMetadata::from(e),
+                })
+                .collect::<Vec<_>>())
+        }
+        .await;
+        if let Err(e) = &result {
+            self.audit(user, "LIST", path, 0, started, &Err(e));
+        }
+        result
+    }
+
     /// For users without [`Permission::Overwrite`]: refuses an upload that
     /// would replace or extend an existing file. (Checked before the upload;
     /// two uploads racing to create the same name can both pass.)
@@ -413,43 +456,34 @@ impl StorageBackend<SessionUser> for ObjectBackend {
     where
         P: AsRef<Path> + Send + Debug,
     {
-        let path = path.as_ref().to_path_buf();
-        let started = Instant::now();
-        let result = async {
-            self.allow(user, Permission::List)?;
-            if let Some(gcs) = &user.account.gcs_engine {
-                return sbe_gcs::ops::list(gcs, user, path.as_ref()).await;
-            }
-            // `LIST *.txt`, `NLST m?.jpg`: the parent's listing, filtered.
-            let pattern = name_pattern::split(path.as_ref());
-            let dir = pattern.as_ref().map_or(path.as_path(), |(dir, _)| dir);
-            let key = self.key(user, dir).await?;
-            let account = &user.account;
-            let mut entries = directories::list(
-                &account.store,
-                account.jail.root(),
-                &key,
-                self.settings.listing_mtime_limit,
-            )
+        self.listing(user, path.as_ref(), self.settings.listing_mtime_limit)
             .await
-            .map_err(storage_error)?
-            .ok_or_else(|| not_found("no such directory"))?;
-            if let Some((_, pattern)) = &pattern {
-                entries.retain(|e| name_pattern::matches(pattern, &e.name));
+    }
+
+    /// `NLST` shows names only: the same listing without reading stored
+    /// times (no HEAD per file). Errors become a generic I/O error, as in
+    /// libunftp's default.
+    async fn nlst<P>(
+        &self,
+        user: &SessionUser,
+        path: P,
+    ) -> std::result::Result<std::io::Cursor<Vec<u8>>, std::io::Error>
+    where
+        P: AsRef<Path> + Send + Debug,
+    {
+        let entries = self
+            .listing(user, path.as_ref(), 0)
+            .await
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::Other))?;
+        let mut names = String::new();
+        for entry in &entries {
+            // As libunftp's default: the base name of each entry.
+            if let Some(name) = entry.path.file_name() {
+                names.push_str(&name.to_string_lossy());
             }
-            Ok(entries
-                .iter()
-                .map(|e| Fileinfo {
-                    path: PathBuf::from(&e.name),
-                    metadata: ObjectMetadata::from(e),
-                })
-                .collect::<Vec<_>>())
+            names.push_str("\r\n");
         }
-        .await;
-        if let Err(e) = &result {
-            self.audit(user, "LIST", path.as_ref(), 0, started, &Err(e));
-        }
-        result
+        Ok(std::io::Cursor::new(names.into_bytes()))
     }
 
     /// libunftp's default copies through an 8 KiB buffer; the object's
