@@ -202,6 +202,14 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         "networkPolicy": {"enabled": True},
         "storage": {"url": "s3://bucket/in", "options": {"aws_region": "eu-west-1"}},
     },
+    # GKE: a reserved static IP per replica Service, which is also each
+    # replica's PASV host; no PROXY protocol (passthrough NLB).
+    "per-replica-static-ips": {
+        "topology": "perReplica",
+        "replicaCount": 2,
+        "passivePorts": {"start": 40000, "end": 40009},
+        "perReplica": {"loadBalancerIPs": ["203.0.113.10", "203.0.113.11"]},
+    },
     # One balancer (or node ports) publishing every range: one host for all.
     "per-replica-shared-host": {
         "topology": "perReplica",
@@ -248,6 +256,10 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
         "passiveHosts",
     ),
     "perReplica without hosts": ({"topology": "perReplica", "replicaCount": 2}, "passiveHosts"),
+    "perReplica with too few addresses": (
+        {"topology": "perReplica", "replicaCount": 2, "perReplica": {"loadBalancerIPs": ["203.0.113.10"]}},
+        "loadBalancerIPs",
+    ),
     "perReplica without replicas": (
         {"topology": "perReplica", "replicaCount": 0, "perReplica": {"passiveHosts": ["ftp.example.com"]}},
         "replicaCount",
@@ -927,7 +939,8 @@ def check_per_replica_values(
     replicas = values["replicaCount"]
     checks.check(sts["spec"].get("replicas") == replicas, where, f"StatefulSet replicas is not replicaCount {replicas}")
     start = values.get("passivePorts", {}).get("start", 50000)
-    hosts = values["perReplica"]["passiveHosts"]
+    hosts = values["perReplica"].get("passiveHosts") or values["perReplica"].get("loadBalancerIPs")
+    ips = values["perReplica"].get("loadBalancerIPs", [])
     proxy = values.get("proxyProtocol", {})
     by_pod = {pod.split(" ")[-1]: tomllib.loads(text) for pod, text in checks.configs if pod.startswith(where + " ")}
     name = sts["metadata"]["name"]
@@ -946,6 +959,11 @@ def check_per_replica_values(
         if proxy.get("enabled"):
             checks.check(server.get("proxy_protocol_from") == proxy.get("from", []), where, f"replica {n}: proxy_protocol_from is not proxyProtocol.from")
         service = one(docs, "Service", where, lambda d, pod=f"{name}-{n}": d["metadata"]["name"] == pod)
+        checks.check(
+            service["spec"].get("loadBalancerIP") == (ips[n] if ips else None),
+            where,
+            f"Service {name}-{n} does not have loadBalancerIP {ips[n] if ips else None}",
+        )
         own = annotations[n] if n < len(annotations) and annotations[n] else {}
         checks.check(
             service["metadata"].get("annotations", {}) == {**common, **own},

@@ -106,9 +106,13 @@ template that includes this fails with the same message.
 {{- if lt $replicas 1 }}
 {{- fail "topology perReplica needs replicaCount >= 1 (one passive range per replica)" }}
 {{- end }}
-{{- $hosts := len .Values.perReplica.passiveHosts }}
+{{- $ips := len (.Values.perReplica.loadBalancerIPs | default list) }}
+{{- if not (or (eq $ips 0) (eq $ips $replicas)) }}
+{{- fail (printf "topology perReplica: perReplica.loadBalancerIPs has %d entries for replicaCount %d; give one per replica or none" $ips $replicas) }}
+{{- end }}
+{{- $hosts := len (include "bucketftp.replicaHosts" . | fromJsonArray) }}
 {{- if not (or (eq $hosts 1) (eq $hosts $replicas)) }}
-{{- fail (printf "topology perReplica: perReplica.passiveHosts has %d entries for replicaCount %d; give one per replica (each replica's load balancer), or one shared by all (one balancer publishing every range; from-connection until the addresses are known)" $hosts $replicas) }}
+{{- fail (printf "topology perReplica: perReplica.passiveHosts has %d entries for replicaCount %d; give one per replica (each replica's load balancer), or one shared by all (one balancer publishing every range; from-connection until the addresses are known), or set perReplica.loadBalancerIPs" $hosts $replicas) }}
 {{- end }}
 {{- if gt (len .Values.perReplica.serviceAnnotations) $replicas }}
 {{- fail (printf "topology perReplica: perReplica.serviceAnnotations has %d entries for replicaCount %d" (len .Values.perReplica.serviceAnnotations) $replicas) }}
@@ -139,11 +143,20 @@ perReplica: replica n's passive range as [first, last], given
 {{- end }}
 
 {{/*
+perReplica: the PASV hosts as a JSON list: perReplica.passiveHosts, or
+when that is empty perReplica.loadBalancerIPs (as passiveHost defaults to
+service.loadBalancerIP in the affinity topology).
+*/}}
+{{- define "bucketftp.replicaHosts" -}}
+{{- toJson (.Values.perReplica.passiveHosts | default .Values.perReplica.loadBalancerIPs | default list) }}
+{{- end }}
+
+{{/*
 perReplica: replica n's passive_host, given (dict "root" $ "ordinal" n):
-its own entry of perReplica.passiveHosts, or the only one.
+its own entry of the hosts (above), or the only one.
 */}}
 {{- define "bucketftp.replicaHost" -}}
-{{- $hosts := .root.Values.perReplica.passiveHosts }}
+{{- $hosts := include "bucketftp.replicaHosts" .root | fromJsonArray }}
 {{- if eq (len $hosts) 1 }}
 {{- first $hosts }}
 {{- else }}
