@@ -110,6 +110,19 @@ impl WriteError {
         matches!(self, WriteError::Refused { status, .. } if *status == StatusCode::NOT_FOUND)
     }
 
+    /// A bounded label for metrics, as [`crate::instrumented::error_kind`].
+    pub fn kind(&self) -> &'static str {
+        if self.precondition_failed() {
+            "precondition"
+        } else if self.not_found() {
+            "not_found"
+        } else if self.transient() {
+            "transient"
+        } else {
+            "other"
+        }
+    }
+
     /// The store may accept the same request later.
     pub fn transient(&self) -> bool {
         match self {
@@ -300,15 +313,26 @@ impl MetadataWriter {
 
     /// Writes `attributes` on `location` if it is still the version
     /// `precondition` names.
+    /// Timed and counted like the store's own requests (operation
+    /// `set_metadata`).
     pub async fn replace(
         &self,
         location: &Path,
         precondition: &Precondition,
         attributes: &Attributes,
     ) -> std::result::Result<(), WriteError> {
-        self.cloud
+        let started = std::time::Instant::now();
+        let result = self
+            .cloud
             .write(&self.http, location, precondition, attributes)
-            .await
+            .await;
+        crate::metrics::storage_op(
+            self.family(),
+            "set_metadata",
+            started.elapsed(),
+            result.as_ref().err().map(WriteError::kind),
+        );
+        result
     }
 
     /// The storage class of an S3 object (`None`: STANDARD, or not S3).

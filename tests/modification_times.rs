@@ -232,13 +232,19 @@ async fn mfmt_on_azure() {
 /// HEADs the gateway made on `backend` (the instrumented store's `head`
 /// operation).
 async fn heads(gw: &Gateway, backend: &str) -> f64 {
+    operations(gw, backend, "head").await
+}
+
+/// Requests of one operation the gateway made on `backend`, from /metrics.
+async fn operations(gw: &Gateway, backend: &str, operation: &str) -> f64 {
     let (_, text) = common::http_get(gw.http.expect("http"), "/metrics")
         .await
         .expect("metrics");
     text.lines()
         .filter(|l| l.starts_with("bucketftp_storage_operation_duration_seconds_count{"))
         .filter(|l| {
-            l.contains(&format!("backend=\"{backend}\"")) && l.contains("operation=\"head\"")
+            l.contains(&format!("backend=\"{backend}\""))
+                && l.contains(&format!("operation=\"{operation}\""))
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
@@ -274,7 +280,15 @@ async fn listing_times(backend: Backend, label: &str) {
         .iter()
         .map(|n| format!("reply('MFMT 20200102030405 {n}')\n"))
         .collect();
+    let writes = operations(&gw, label, "set_metadata").await;
     ftplib(&gw, &mfmt).await;
+    if backend != Backend::Memory {
+        assert_eq!(
+            operations(&gw, label, "set_metadata").await - writes,
+            7.0,
+            "each MFMT is one timed metadata write"
+        );
+    }
 
     let h0 = heads(&gw, label).await;
     let nlst = ftplib(&gw, "print(sorted(f.nlst('small')))").await;

@@ -248,7 +248,7 @@ impl ObjectBackend {
     }
 
     /// Times a command that moves no bytes and writes its audit line, so
-    /// DELE, MKD, RNTO and RMD report alike.
+    /// DELE, MKD, RNTO, RMD and MFMT report alike.
     async fn audited<T>(
         &self,
         user: &SessionUser,
@@ -305,6 +305,7 @@ fn reply_code_ok(command: &str) -> u16 {
     match command {
         "STOR" | "RETR" | "APPE" => 226,
         "MKD" => 257,
+        "MFMT" => 213,
         _ => 250,
     }
 }

@@ -201,27 +201,30 @@ fn not_a_file() -> StorageError {
 }
 
 impl ObjectBackend {
-    /// Sets the modification time of the file at `path`.
+    /// Sets the modification time of the file at `path` (one audit record).
     pub async fn set_modified(
         &self,
         user: &SessionUser,
         path: &Path,
         when: SystemTime,
     ) -> Result<()> {
-        self.allow(user, Permission::Write)?;
-        if user.account.gcs_engine.is_some() {
-            return Err(super::sbe_gcs::unsupported("setting modification times"));
-        }
-        let key = self.key(user, path).await?;
-        if &key == user.account.jail.root() {
-            return Err(not_a_file());
-        }
-        let store = &user.account.store;
-        match &store.kind {
-            StoreKind::Local { fs, .. } => set_local(fs, &key, when).await,
-            StoreKind::Memory => set_in_memory(store, &key, when).await,
-            StoreKind::Cloud { .. } => set_in_cloud(store, &key, when).await,
-        }
+        self.audited(user, "MFMT", path, async {
+            self.allow(user, Permission::Write)?;
+            if user.account.gcs_engine.is_some() {
+                return Err(super::sbe_gcs::unsupported("setting modification times"));
+            }
+            let key = self.key(user, path).await?;
+            if &key == user.account.jail.root() {
+                return Err(not_a_file());
+            }
+            let store = &user.account.store;
+            match &store.kind {
+                StoreKind::Local { fs, .. } => set_local(fs, &key, when).await,
+                StoreKind::Memory => set_in_memory(store, &key, when).await,
+                StoreKind::Cloud { .. } => set_in_cloud(store, &key, when).await,
+            }
+        })
+        .await
     }
 }
 
