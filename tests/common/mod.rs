@@ -579,8 +579,12 @@ impl Process {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start bucketftp");
+        // Ready once the HTTP endpoint answers: main binds the FTP listener
+        // before the HTTP one, so FTP connections queue from then on. Not
+        // probed over FTP: a probe connection from 127.0.0.1 would count
+        // against per-address limits until the server saw it close.
         for _ in 0..200 {
-            if tokio::net::TcpStream::connect(ftp).await.is_ok() {
+            if matches!(http_get(http, "/healthz").await, Ok((200, _))) {
                 return Process {
                     child,
                     ftp,
@@ -642,6 +646,74 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, Str
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     Ok((status, body))
+}
+
+/// STOR of `data` as `path` over raw sockets (USER, PASS, TYPE I, EPSV,
+/// STOR); the code of the final reply, or of the refusal before `150`.
+/// Unlike suppaftp's `finish()`, which reports a reset data connection
+/// instead of the reply, this reads the completion reply whatever happened
+/// to the data connection: a server that refuses mid-transfer (disk full)
+/// may close it while data is still in flight, and the client then sees a
+/// reset before the reply.
+pub async fn raw_stor(
+    addr: SocketAddr,
+    user: &str,
+    password: &str,
+    path: &str,
+    data: &[u8],
+) -> u32 {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (read, mut write) = stream.into_split();
+    let mut read = BufReader::new(read);
+    let mut reply = async move |write: &mut tokio::net::tcp::OwnedWriteHalf,
+                                line: Option<String>| {
+        if let Some(line) = line {
+            write
+                .write_all(format!("{line}\r\n").as_bytes())
+                .await
+                .expect("send");
+        }
+        loop {
+            let mut text = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(60), read.read_line(&mut text))
+                .await
+                .expect("the server answers within 60 s")
+                .expect("read reply");
+            assert!(n > 0, "control connection closed");
+            if text.as_bytes().get(3) == Some(&b' ') {
+                let code: u32 = text[..3].parse().expect("reply code");
+                return (code, text);
+            }
+        }
+    };
+    assert_eq!(reply(&mut write, None).await.0, 220);
+    assert_eq!(reply(&mut write, Some(format!("USER {user}"))).await.0, 331);
+    assert_eq!(
+        reply(&mut write, Some(format!("PASS {password}"))).await.0,
+        230
+    );
+    assert_eq!(reply(&mut write, Some("TYPE I".into())).await.0, 200);
+    let (code, text) = reply(&mut write, Some("EPSV".into())).await;
+    assert_eq!(code, 229, "{text}");
+    let port: u16 = text
+        .split('|')
+        .nth(3)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("EPSV reply: {text}"));
+    let mut data_conn = tokio::net::TcpStream::connect((addr.ip(), port))
+        .await
+        .expect("data connection");
+    let (code, _) = reply(&mut write, Some(format!("STOR {path}"))).await;
+    if code != 150 && code != 125 {
+        return code;
+    }
+    // Errors here are the server's refusal arriving as a reset; the reply
+    // says what it was.
+    let _ = data_conn.write_all(data).await;
+    let _ = data_conn.shutdown().await;
+    drop(data_conn);
+    reply(&mut write, None).await.0
 }
 
 /// RETR of `path`, whole, after the completion reply.
