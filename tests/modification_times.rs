@@ -337,6 +337,42 @@ async fn listing_times_on_s3() {
     listing_times(Backend::S3, "s3").await;
 }
 
+/// S3 resets what a metadata REPLACE does not repeat: an object stored as
+/// STANDARD_IA keeps its class (read by a signed HEAD, since object_store's
+/// HEAD does not return it), its Content-Type and its other metadata.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfmt_keeps_the_storage_class_on_s3() {
+    let _serial = SERIAL.lock().await;
+    let opts = Options {
+        storage_extra: "part_size = \"5MiB\"\nstorage_class = \"STANDARD_IA\"\n".into(),
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(Backend::S3, opts).await else {
+        return;
+    };
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("cold.txt", &mut &b"cold"[..])
+        .await
+        .expect("STOR");
+    ftp.quit().await.ok();
+    let lines = ftplib(&gw, "print(reply('MFMT 20200102030405 cold.txt'))").await;
+    assert_eq!(lines, ["213 Modify=20200102030405; cold.txt"]);
+    let script = format!(
+        "import boto3, os\n\
+         s3 = boto3.client('s3', endpoint_url=os.environ['BUCKETFTP_TEST_S3_ENDPOINT'], \
+         aws_access_key_id='testing', aws_secret_access_key='testing', region_name='us-east-1')\n\
+         h = s3.head_object(Bucket=os.environ.get('BUCKETFTP_TEST_S3_BUCKET', 'bucketftp'), Key='{}')\n\
+         print(h.get('StorageClass'), h['ContentType'], h['Metadata'].get('mtime'), 'sha256' in h['Metadata'])",
+        gw.key("cold.txt").as_ref()
+    );
+    let (stdout, _) = run(Command::new("python3").args(["-c", &script])).await;
+    assert_eq!(
+        stdout.trim(),
+        format!("STANDARD_IA text/plain {T2020} True"),
+        "after MFMT"
+    );
+}
+
 // ---------------------------------------------------------------- rclone
 
 /// `rclone` with an FTP remote `gw:` for the gateway, configured through
