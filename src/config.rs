@@ -204,6 +204,10 @@ pub struct RawStorage {
     pub content_type: String,
     /// Most files in one listing whose client-set time (`mtime` metadata) is read, one HEAD each; 0 = never.
     pub listing_mtime_limit: usize,
+    /// Bytes of transfer buffers (upload parts, download ranges) held at once; auto = half the container's memory limit, else 1GiB.
+    pub memory_budget: String,
+    /// How long a new transfer waits for a buffer when the budget is in use, then gets 451.
+    pub memory_wait: String,
 }
 
 impl Default for RawStorage {
@@ -221,6 +225,8 @@ impl Default for RawStorage {
             download_concurrency: 8,
             content_type: "auto".into(),
             listing_mtime_limit: DEFAULT_LISTING_MTIME_LIMIT,
+            memory_budget: "auto".into(),
+            memory_wait: "30s".into(),
         }
     }
 }
@@ -446,6 +452,10 @@ pub struct StorageConfig {
     pub content_types: crate::integrity::ContentTypes,
     /// Most files in one listing whose stored `mtime` is read (a HEAD each); 0 = never.
     pub listing_mtime_limit: usize,
+    /// Bytes of transfer buffers (upload parts, download ranges) held at once (see [`crate::memory_budget`]).
+    pub memory_budget: u64,
+    /// How long a new transfer waits for a buffer when the budget is in use, then gets 451.
+    pub memory_wait: Duration,
 }
 
 /// `[events]`, validated: where upload events go.
@@ -707,6 +717,11 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         url: parse_storage_url("storage.url", &raw.storage.url)?,
         options: raw.storage.options.clone(),
         part_size: parse_part_size(&raw.storage.part_size)?,
+        memory_budget: match raw.storage.memory_budget.as_str() {
+            "auto" | "" => crate::memory_budget::default_budget(),
+            value => parse_size("storage.memory_budget", value)?,
+        },
+        memory_wait: parse_duration("storage.memory_wait", &raw.storage.memory_wait)?,
         upload_concurrency: positive("storage.upload_concurrency", raw.storage.upload_concurrency)?,
         rename_limit: positive("storage.rename_limit", raw.storage.rename_limit)?,
         download_concurrency: positive(
@@ -743,6 +758,14 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             }
         },
     };
+    let smallest = crate::memory_budget::part_reservation(storage.part_size) as u64;
+    if storage.memory_budget < smallest {
+        return Err(invalid(
+            "storage.memory_budget",
+            &raw.storage.memory_budget,
+            format!("must hold at least one transfer: storage.part_size + 1MiB = {smallest} bytes"),
+        ));
+    }
     if storage.engine == StorageEngine::UnftpSbeGcs && storage.url.scheme() != "gs" {
         return Err(invalid(
             "storage.engine",
@@ -976,8 +999,8 @@ pub fn parse_duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
 }
 
 /// Sizes like `8MiB`, `16MB`, `5242880`.
-fn parse_part_size(value: &str) -> Result<usize, ConfigError> {
-    let bad = |why: &str| invalid("storage.part_size", value, why.to_string());
+fn parse_size(key: &str, value: &str) -> Result<u64, ConfigError> {
+    let bad = |why: &str| invalid(key, value, why.to_string());
     let text = value.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
@@ -996,9 +1019,15 @@ fn parse_part_size(value: &str) -> Result<usize, ConfigError> {
         "GB" => 1_000_000_000,
         _ => return Err(bad("unknown unit (use B, KiB, MiB, GiB)")),
     };
-    let bytes = number
+    number
         .checked_mul(multiplier)
-        .ok_or_else(|| bad("too large"))?;
+        .ok_or_else(|| bad("too large"))
+}
+
+/// `storage.part_size`: a size within S3's part limits.
+fn parse_part_size(value: &str) -> Result<usize, ConfigError> {
+    let bad = |why: &str| invalid("storage.part_size", value, why.to_string());
+    let bytes = parse_size("storage.part_size", value)?;
     if bytes < MIN_PART_SIZE {
         return Err(bad("must be at least 5MiB (the S3 minimum part size)"));
     }

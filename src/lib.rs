@@ -13,6 +13,8 @@
 //! - [`backend`]: libunftp `StorageBackend` over `object_store` (listing,
 //!   streaming uploads and downloads, directories, the error table).
 //! - [`transfers`]: in-flight transfer registry for graceful shutdown.
+//! - [`memory_budget`]: the bytes of transfer buffers the process may hold,
+//!   shared by every upload and download.
 //! - [`server`]: the FTP accept loop and session limits.
 //! - [`tls`]: the FTPS certificate, parsed once and reloaded on change.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
@@ -41,6 +43,7 @@ pub mod http;
 pub mod instrumented;
 pub mod integrity;
 pub mod local_attributes;
+pub mod memory_budget;
 pub mod metrics;
 pub mod paths;
 pub mod server;
@@ -342,6 +345,10 @@ pub async fn serve_checked(
         upload: UploadSettings {
             part_size: config.storage.part_size,
             concurrency: config.storage.upload_concurrency,
+            budget: memory_budget::MemoryBudget::new(
+                config.storage.memory_budget,
+                config.storage.memory_wait,
+            ),
             idle_timeout: config.server.idle_timeout,
             storage_class: config.storage.storage_class.clone(),
             content_types: config.storage.content_types,

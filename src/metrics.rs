@@ -65,6 +65,10 @@ lazy!(EVENTS_QUEUED: IntGauge = register_int_gauge!("bucketftp_events_queue_dept
 lazy!(EVENTS_DELIVERED: IntCounter = register_int_counter!("bucketftp_events_delivered_total", "Upload events the webhook accepted (2xx)"));
 lazy!(EVENTS_FAILED: IntCounter = register_int_counter!("bucketftp_events_delivery_failures_total", "Webhook delivery attempts that failed and will be retried"));
 lazy!(EVENTS_DROPPED: IntCounterVec = register_int_counter_vec!("bucketftp_events_dropped_total", "Upload events never delivered, by reason (queue_full, expired, rejected)", &["reason"]));
+lazy!(BUDGET_TOTAL: IntGauge = register_int_gauge!("bucketftp_memory_budget_bytes", "Bytes of transfer buffers the process may hold (storage.memory_budget)"));
+lazy!(BUDGET_IN_USE: IntGauge = register_int_gauge!("bucketftp_memory_budget_in_use_bytes", "Bytes of the memory budget reserved by running transfers"));
+lazy!(BUDGET_WAITS: IntCounter = register_int_counter!("bucketftp_memory_budget_waits_total", "Transfers that had to wait for their buffers"));
+lazy!(BUDGET_REFUSALS: IntCounter = register_int_counter!("bucketftp_memory_budget_refusals_total", "Transfers refused with 451 because no buffer was free within storage.memory_wait"));
 lazy!(READY: IntGauge = register_int_gauge!("bucketftp_ready", "1 when the storage is reachable and the server accepts sessions"));
 
 /// Touches every metric so the exposition lists them from the start (a
@@ -79,6 +83,10 @@ pub fn init() {
     LazyLock::force(&MULTIPART);
     LazyLock::force(&PARTS);
     LazyLock::force(&READY);
+    LazyLock::force(&BUDGET_TOTAL);
+    LazyLock::force(&BUDGET_IN_USE);
+    LazyLock::force(&BUDGET_WAITS);
+    LazyLock::force(&BUDGET_REFUSALS);
     LazyLock::force(&EVENTS_QUEUED);
     LazyLock::force(&EVENTS_DELIVERED);
     LazyLock::force(&EVENTS_FAILED);
@@ -209,6 +217,26 @@ pub fn event_attempt_failed() {
 /// An event will never be delivered.
 pub fn event_dropped(reason: &'static str) {
     EVENTS_DROPPED.with_label_values(&[reason]).inc();
+}
+
+/// The memory budget's size.
+pub fn memory_budget_configured(bytes: usize) {
+    BUDGET_TOTAL.set(i64::try_from(bytes).unwrap_or(i64::MAX));
+}
+
+/// Bytes reserved from the memory budget (`+`) or given back (`-`).
+pub fn memory_budget_in_use(delta: i64) {
+    BUDGET_IN_USE.add(delta);
+}
+
+/// A transfer had to wait for its buffers.
+pub fn memory_budget_waited() {
+    BUDGET_WAITS.inc();
+}
+
+/// A transfer was refused: no buffer within the wait.
+pub fn memory_budget_refused() {
+    BUDGET_REFUSALS.inc();
 }
 
 /// Readiness as a gauge, for alerting.

@@ -1,8 +1,10 @@
 //! Streaming downloads: object → client, from any REST offset.
 
+use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::transfers::TransferGuard;
 use bytes::Bytes;
-use futures::stream::BoxStream;
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, FuturesOrdered};
 use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{GetOptions, GetRange, GetResultPayload, ObjectStore};
@@ -52,25 +54,42 @@ pub async fn open_range(
     }
 }
 
-/// Opens a cloud object from `offset` as `ahead` ranged GETs of `chunk`
-/// bytes running at once, delivered in order: one GET stream is limited by
-/// a single connection, where S3's own clients read several ranges in
-/// parallel. Memory stays below `(ahead + 1) × chunk` per download.
+/// How a cloud download reads ahead.
+#[derive(Debug, Clone)]
+pub struct ReadAhead {
+    /// Bytes per ranged GET (the upload part size).
+    pub chunk: u64,
+    /// Most ranged GETs in flight (`storage.download_concurrency`).
+    pub max_ranges: usize,
+    /// Where range buffers are paid from.
+    pub budget: Arc<MemoryBudget>,
+}
+
+/// Opens a cloud object from `offset` as ranged GETs of `chunk` bytes,
+/// several in flight, delivered in order: one GET stream is limited by a
+/// single connection, where S3's own clients read several ranges in
+/// parallel. How many run at once adapts ([`Ranges`]): it starts at two,
+/// grows while the download gets faster for it, and never spends more of
+/// the memory budget than it holds; `memory` is the download's base
+/// reservation ([`crate::memory_budget::part_reservation`]).
 ///
 /// The first range is requested blind and its answer stands in for a HEAD:
 /// it carries the object's size and ETag, so an object within one chunk
-/// (most small files) costs one request, not two. Every later range is
-/// read with `If-Match` on that ETag, so an object replaced mid-download
-/// fails the transfer instead of mixing versions.
+/// (most small files) costs one request, not two, and keeps only its size
+/// of the budget. Every later range is read with `If-Match` on that ETag,
+/// so an object replaced mid-download fails the transfer instead of mixing
+/// versions.
 pub async fn open_parallel(
     store: &Arc<dyn ObjectStore>,
     key: &ObjectPath,
     offset: u64,
-    chunk: u64,
-    ahead: usize,
+    read_ahead: ReadAhead,
+    mut memory: Reservation,
 ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
-    if ahead <= 1 || chunk == 0 {
-        return open_range(store, key, offset, None).await;
+    let chunk = read_ahead.chunk;
+    if read_ahead.max_ranges <= 1 || chunk == 0 {
+        memory.shrink_to(crate::memory_budget::STREAM_RESERVATION);
+        return Ok(hold(open_range(store, key, offset, None).await?, memory));
     }
     let first_options = GetOptions {
         range: Some(GetRange::Bounded(offset..offset.saturating_add(chunk))),
@@ -80,17 +99,22 @@ pub async fn open_parallel(
         Ok(first) => first,
         // A zero-byte object has no range to serve (416), and a store
         // that ignores ranges answers 200: a plain GET handles both.
-        Err(e) if range_not_served(&e) => return open_range(store, key, offset, None).await,
+        Err(e) if range_not_served(&e) => {
+            memory.shrink_to(crate::memory_budget::STREAM_RESERVATION);
+            return Ok(hold(open_range(store, key, offset, None).await?, memory));
+        }
         Err(e) => return Err(e),
     };
     let (size, etag, first_end) = (first.meta.size, first.meta.e_tag.clone(), first.range.end);
-    let step = usize::try_from(chunk).unwrap_or(usize::MAX);
-    let rest = (first_end..size)
-        .step_by(step)
-        .map(move |start| start..start.saturating_add(chunk).min(size));
-    let (store, key) = (store.clone(), key.clone());
     let first_part = async move { first.bytes().await }.boxed();
-    let parts = std::iter::once(first_part).chain(rest.map(move |range| {
+    if first_end >= size {
+        // All of it in one range: keep only what that range needs.
+        let len = usize::try_from(first_end.saturating_sub(offset)).unwrap_or(usize::MAX);
+        memory.shrink_to(len.saturating_add(crate::memory_budget::DATA_PATH_BYTES));
+        return Ok(hold(futures::stream::once(first_part).boxed(), memory));
+    }
+    let (store, key) = (store.clone(), key.clone());
+    let fetch: FetchRange = Box::new(move |range| {
         let (store, key, etag) = (store.clone(), key.clone(), etag.clone());
         async move {
             let options = GetOptions {
@@ -101,8 +125,182 @@ pub async fn open_parallel(
             store.get_opts(&key, options).await?.bytes().await
         }
         .boxed()
-    }));
-    Ok(futures::stream::iter(parts).buffered(ahead).boxed())
+    });
+    let mut in_flight = FuturesOrdered::new();
+    in_flight.push_back(first_part);
+    Ok(Ranges {
+        fetch,
+        next: first_end,
+        size,
+        in_flight,
+        delivered: false,
+        part_bytes: usize::try_from(chunk).unwrap_or(usize::MAX),
+        parts: 1,
+        memory,
+        target: INITIAL_RANGES.min(read_ahead.max_ranges),
+        read_ahead,
+        window: Window::new(),
+        last_rate: 0.0,
+    }
+    .boxed())
+}
+
+/// Keeps `memory` reserved for as long as `stream` lives.
+pub fn hold(
+    stream: BoxStream<'static, object_store::Result<Bytes>>,
+    memory: Reservation,
+) -> BoxStream<'static, object_store::Result<Bytes>> {
+    stream
+        .map(move |item| {
+            let _held = &memory;
+            item
+        })
+        .boxed()
+}
+
+/// Ranges a download starts with: two, so the next range is on its way
+/// while one is written to the client, without paying for more before the
+/// download has shown it gains from them.
+const INITIAL_RANGES: usize = 2;
+
+/// A download grows by one range when a window of ranges came at least
+/// this much faster than the window before.
+const GROWTH: f64 = 1.1;
+
+/// Issues one ranged GET.
+type FetchRange =
+    Box<dyn Fn(std::ops::Range<u64>) -> BoxFuture<'static, object_store::Result<Bytes>> + Send>;
+
+/// The ranges of one download, in flight and delivered in order.
+///
+/// Memory: every range buffer in flight, and the one the client is being
+/// sent (`delivered`), is a part paid for by `memory`; new ranges are
+/// issued only while `in_flight + delivered < parts`. `parts` starts at one
+/// (the base reservation), grows by [`MemoryBudget::try_reserve`] up to
+/// `target`, and gives parts back while a new transfer waits for one.
+/// `target` starts at [`INITIAL_RANGES`] and grows by one, up to
+/// `max_ranges`, after each window of `target` ranges that arrived
+/// [`GROWTH`] times faster than the window before — so a download served
+/// faster with more ranges gets more, and one limited by its client or the
+/// store does not hold buffers it cannot use.
+struct Ranges {
+    fetch: FetchRange,
+    /// Start of the next range to request.
+    next: u64,
+    size: u64,
+    in_flight: FuturesOrdered<BoxFuture<'static, object_store::Result<Bytes>>>,
+    /// A range was handed to the reader and its buffer is alive; the
+    /// reader asks for the next item only once it has sent all of it, and
+    /// drops it when it receives the empty item [`Ranges::poll_next`]
+    /// answers first.
+    delivered: bool,
+    part_bytes: usize,
+    parts: usize,
+    memory: Reservation,
+    target: usize,
+    read_ahead: ReadAhead,
+    window: Window,
+    /// Bytes per second of the previous window.
+    last_rate: f64,
+}
+
+/// Ranges delivered since the window began.
+struct Window {
+    started: std::time::Instant,
+    ranges: usize,
+    bytes: u64,
+}
+
+impl Window {
+    fn new() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            ranges: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl Ranges {
+    /// Gives a part back to a waiting transfer, or takes one more when the
+    /// target asks for it and the budget has one free.
+    fn adjust_parts(&mut self) {
+        let busy = self.in_flight.len() + usize::from(self.delivered);
+        if self.read_ahead.budget.contended() {
+            if self.parts > 1 && busy < self.parts && self.memory.release(self.part_bytes) {
+                self.parts -= 1;
+                self.target = self.target.min(self.parts).max(1);
+            }
+            return;
+        }
+        if busy >= self.parts && self.parts < self.target {
+            if let Some(more) = self.read_ahead.budget.try_reserve(self.part_bytes) {
+                self.memory.merge(more);
+                self.parts += 1;
+            }
+        }
+    }
+
+    /// Issues ranges while the parts held allow.
+    fn issue(&mut self) {
+        while self.next < self.size {
+            self.adjust_parts();
+            let busy = self.in_flight.len() + usize::from(self.delivered);
+            if busy >= self.parts.min(self.target) {
+                break;
+            }
+            let end = self
+                .next
+                .saturating_add(self.part_bytes as u64)
+                .min(self.size);
+            self.in_flight.push_back((self.fetch)(self.next..end));
+            self.next = end;
+        }
+    }
+
+    /// Counts a delivered range; at the end of a window, grows the target
+    /// if the window was faster than the one before.
+    fn measure(&mut self, bytes: usize) {
+        self.window.ranges += 1;
+        self.window.bytes += bytes as u64;
+        if self.window.ranges < self.target {
+            return;
+        }
+        let seconds = self.window.started.elapsed().as_secs_f64().max(1e-6);
+        let rate = self.window.bytes as f64 / seconds;
+        if rate > self.last_rate * GROWTH
+            && self.parts >= self.target
+            && self.target < self.read_ahead.max_ranges
+        {
+            self.target += 1;
+        }
+        self.last_rate = rate;
+        self.window = Window::new();
+    }
+}
+
+impl Stream for Ranges {
+    type Item = object_store::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.delivered {
+            // Asked for more: the reader has sent the range it was given,
+            // but tokio-util's StreamReader keeps that buffer until it
+            // stores the next item. An empty item makes it drop the buffer
+            // now (it skips empty items), before the next range is paid for.
+            self.delivered = false;
+            return Poll::Ready(Some(Ok(Bytes::new())));
+        }
+        self.issue();
+        match self.in_flight.poll_next_unpin(cx) {
+            Poll::Ready(Some(Ok(bytes))) => {
+                self.delivered = true;
+                self.measure(bytes.len());
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            other => other,
+        }
+    }
 }
 
 /// True when a ranged GET failed only because the range could not be

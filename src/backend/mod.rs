@@ -28,6 +28,7 @@ pub mod sbe_gcs;
 pub mod upload;
 
 use crate::auth::{Permission, SessionUser};
+use crate::memory_budget::{self, Reservation};
 use crate::store_url::StoreKind;
 use crate::transfers::{Direction, SessionContext, TransferRefused, Transfers};
 use async_trait::async_trait;
@@ -57,7 +58,8 @@ pub struct BackendSettings {
     /// Answer MKD of an existing directory with success (some NVRs and
     /// cameras disconnect on 550).
     pub mkd_existing_ok: bool,
-    /// Ranged GETs of one part each running at once per cloud download.
+    /// Most ranged GETs of one part each running at once per cloud
+    /// download (fewer under memory pressure, see [`download::open_parallel`]).
     pub download_concurrency: usize,
     /// Most files of one listing whose stored `mtime` is read (a HEAD each).
     pub listing_mtime_limit: usize,
@@ -172,6 +174,25 @@ impl ObjectBackend {
             self.audit(user, "LIST", path, 0, started, &Err(e));
         }
         result
+    }
+
+    /// A new transfer's base reservation from the memory budget. A transfer
+    /// that gets none within `storage.memory_wait` is refused with 451
+    /// ("local error in processing", RFC 959 lists it for both RETR and
+    /// STOR): the shortage is the server's own and passes, so the reply is
+    /// transient (4xx) and clients retry; 450 already means "file busy"
+    /// (max_uploads) and 452 would claim the store is full.
+    async fn reserve(
+        &self,
+        bytes: usize,
+        guard: &crate::transfers::TransferGuard,
+    ) -> StorageResult<Reservation> {
+        self.settings
+            .upload
+            .budget
+            .reserve(bytes, guard.cancelled())
+            .await
+            .map_err(|e| StorageError::new(StorageErrorKind::LocalError, e))
     }
 
     /// For users without [`Permission::Overwrite`]: refuses an upload that
@@ -556,18 +577,26 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 }
             }
             let guard = self.begin(Direction::Download)?;
-            let stream = match user.account.store.kind {
-                StoreKind::Cloud { .. } => {
-                    download::open_parallel(
-                        store,
-                        &key,
-                        start_pos,
-                        self.settings.upload.part_size as u64,
-                        self.settings.download_concurrency,
-                    )
+            let ranged = matches!(user.account.store.kind, StoreKind::Cloud { .. })
+                && self.settings.download_concurrency > 1;
+            let stream = if ranged {
+                let part_size = self.settings.upload.part_size;
+                let memory = self
+                    .reserve(memory_budget::part_reservation(part_size), &guard)
+                    .await?;
+                let read_ahead = download::ReadAhead {
+                    chunk: part_size as u64,
+                    max_ranges: self.settings.download_concurrency,
+                    budget: self.settings.upload.budget.clone(),
+                };
+                download::open_parallel(store, &key, start_pos, read_ahead, memory).await
+            } else {
+                let memory = self
+                    .reserve(memory_budget::STREAM_RESERVATION, &guard)
+                    .await?;
+                download::open_range(store, &key, start_pos, None)
                     .await
-                }
-                _ => download::open_range(store, &key, start_pos, None).await,
+                    .map(|stream| download::hold(stream, memory))
             }
             .map_err(storage_error)?;
             Ok(download::reader(
@@ -644,6 +673,12 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 None
             };
             let guard = self.begin(Direction::Upload)?;
+            let memory = self
+                .reserve(
+                    memory_budget::part_reservation(self.settings.upload.part_size),
+                    &guard,
+                )
+                .await?;
             let target = upload::UploadTarget {
                 store,
                 key,
@@ -655,6 +690,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
                 existing,
                 input,
                 self.settings.upload.clone(),
+                memory,
                 &self.session,
                 &guard,
             )

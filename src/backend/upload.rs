@@ -3,8 +3,10 @@
 //! Bytes are gathered into parts of `part_size`. A file that fits in one part
 //! becomes a single PUT (one request, which matters for thousands of small
 //! files); anything larger becomes a multipart upload with at most
-//! `concurrency` parts in flight, so memory stays below
-//! `(concurrency + 1) × part_size` whatever the file size. The object appears
+//! `concurrency` parts in flight or filling, each paid for from the process's
+//! [`MemoryBudget`], so memory stays below `concurrency × part_size` (plus
+//! 1 MiB of read buffers) whatever the file size, and all uploads together
+//! stay within the budget. The object appears
 //! only when the multipart upload (or the PUT) completes, and every failure
 //! path — client gone, back-end error, shutdown, or the future being dropped —
 //! aborts the multipart upload so no orphaned parts remain.
@@ -21,6 +23,7 @@
 use crate::events::{Events, ObjectCreated};
 use crate::integrity::{ContentDigests, ContentTypes, UploadDigests};
 use crate::local_attributes::CompletionAttributes;
+use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::transfers::{SessionContext, TransferGuard};
 use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
@@ -36,8 +39,11 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 pub struct UploadSettings {
     /// Bytes per multipart part (≥ 5 MiB for S3, except the last).
     pub part_size: usize,
-    /// Parts uploaded concurrently while the next one fills.
+    /// Most parts uploaded concurrently while the next one fills; fewer
+    /// when the memory budget has no more to give.
     pub concurrency: usize,
+    /// Where part buffers are paid from.
+    pub budget: Arc<MemoryBudget>,
     /// A data connection silent this long is treated as dead.
     pub idle_timeout: Duration,
     /// Storage class for new objects (`STANDARD_IA`, `NEARLINE`, `Cool`, …),
@@ -132,6 +138,13 @@ pub enum UploadError {
 /// multipart upload. Chunks are handed on as they were read (`Bytes` are
 /// reference-counted), so no byte is copied between the socket and the
 /// store client.
+///
+/// Memory: a multipart upload keeps at most `parts` parts in flight or
+/// filling (`wait_for_capacity(parts)` before each write), and `memory`
+/// pays for exactly that many from the budget. `parts` starts at one (the
+/// base reservation the upload was admitted with, never given back), grows
+/// towards `concurrency` while the budget has parts free, and shrinks again
+/// while a new transfer waits for one.
 struct PartSink {
     store: Arc<dyn ObjectStore>,
     key: ObjectPath,
@@ -139,6 +152,11 @@ struct PartSink {
     state: Option<SinkState>,
     /// Filled with the digests just before a multipart upload completes.
     late: CompletionAttributes,
+    /// The budget this upload holds: its base reservation plus one part per
+    /// part beyond the first.
+    memory: Reservation,
+    /// Parts `memory` pays for.
+    parts: usize,
 }
 
 enum SinkState {
@@ -148,13 +166,20 @@ enum SinkState {
 }
 
 impl PartSink {
-    fn new(store: Arc<dyn ObjectStore>, key: ObjectPath, settings: UploadSettings) -> Self {
+    fn new(
+        store: Arc<dyn ObjectStore>,
+        key: ObjectPath,
+        settings: UploadSettings,
+        memory: Reservation,
+    ) -> Self {
         Self {
             store,
             key,
             settings,
             state: Some(SinkState::Buffering(Vec::new(), 0)),
             late: CompletionAttributes::default(),
+            memory,
+            parts: 1,
         }
     }
 
@@ -194,7 +219,22 @@ impl PartSink {
 
     async fn write_multipart(&mut self, data: Bytes) -> Result<(), object_store::Error> {
         if let Some(SinkState::Multipart(writer)) = self.state.as_mut() {
-            writer.wait_for_capacity(self.settings.concurrency).await?;
+            let part = self.settings.part_size;
+            let budget = &self.settings.budget;
+            if self.parts > 1 && budget.contended() {
+                // A new transfer waits for its first part: give one of
+                // ours back as soon as it is no longer in flight.
+                writer.wait_for_capacity(self.parts - 1).await?;
+                if self.memory.release(part) {
+                    self.parts -= 1;
+                }
+            } else if self.parts < self.settings.concurrency {
+                if let Some(more) = budget.try_reserve(part) {
+                    self.memory.merge(more);
+                    self.parts += 1;
+                }
+            }
+            writer.wait_for_capacity(self.parts).await?;
             writer.put(data);
         }
         Ok(())
@@ -256,12 +296,15 @@ impl Drop for PartSink {
 
 /// Uploads `existing` (bytes kept from the current object for REST/APPE)
 /// followed by everything the client sends, then commits — or aborts.
-/// After the commit (only then) the upload event is queued.
+/// After the commit (only then) the upload event is queued. `memory` is the
+/// upload's base reservation ([`crate::memory_budget::part_reservation`]),
+/// held until it ends.
 pub async fn upload<R>(
     target: UploadTarget,
     existing: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     mut input: R,
     settings: UploadSettings,
+    memory: Reservation,
     session: &SessionContext,
     guard: &TransferGuard,
 ) -> Result<Committed, UploadError>
@@ -274,7 +317,7 @@ where
     // Downloads clear the mark when they end instead.
     let command = if existing.is_some() { "APPE" } else { "STOR" };
     let events = settings.events.clone();
-    let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings);
+    let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings, memory);
     let mut digests = UploadDigests::default();
     let result: Result<u64, UploadError> = async {
         if let Some(mut head) = existing {
