@@ -142,6 +142,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
             "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/ftp"}
         },
         "storage": {"url": "s3://bucket/prefix", "options": {"aws_region": "eu-west-1"}},
+        "resources": {"limits": {"memory": "3000M"}},
     },
     "custom-range": {
         "passivePorts": {"start": 40000, "end": 40004},
@@ -275,6 +276,10 @@ REFUSED: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "unknown topology": ({"topology": "roundRobin"}, "topology"),
     "proxy protocol from a name": ({"proxyProtocol": {"enabled": True, "from": ["lb.example.com"]}}, "from"),
+    "fractional memory limit": (
+        {"resources": {"limits": {"memory": "1.5Gi"}}},
+        "memory_budget",
+    ),
 }
 
 
@@ -923,6 +928,13 @@ def check_expectations(checks: Checks, name: str, values: dict[str, Any], docs: 
             where,
             "server.proxy_protocol is not proxyProtocol.enabled",
         )
+    budget = tomllib.loads(one(docs, "ConfigMap", where)["data"]["config.toml"])["storage"].get("memory_budget")
+    if name == "defaults":
+        # The memory budget is half the 1Gi limit (issue #18), not a count
+        # of uploads tuned by hand.
+        checks.check(budget == "512MiB", where, f"memory_budget {budget!r} is not half the 1Gi limit")
+    if name == "existing-secret":
+        checks.check(budget == "1500000000", where, f"memory_budget {budget!r} is not half of 3000M")
     if name == "defaults":
         checks.check(pod["terminationGracePeriodSeconds"] == 45, where, "default terminationGracePeriodSeconds is not 30 + 15")
         checks.check(

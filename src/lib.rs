@@ -359,6 +359,11 @@ pub async fn serve_checked(
         download_concurrency: config.storage.download_concurrency,
         listing_mtime_limit: config.storage.listing_mtime_limit,
     });
+    tracing::info!(
+        memory_budget_bytes = settings.upload.budget.total(),
+        memory_wait = ?config.storage.memory_wait,
+        "transfer buffers bounded by the memory budget"
+    );
     let tls = config
         .tls
         .as_ref()

@@ -400,3 +400,51 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory_budget::part_reservation;
+    use crate::transfers::{Direction, Transfers};
+    use object_store::memory::InMemory;
+    use object_store::ObjectStoreExt;
+
+    const PART: usize = 5 << 20;
+
+    #[tokio::test]
+    async fn an_upload_with_one_part_of_budget_still_finishes() {
+        // Room for the base reservation only: parts go one at a time.
+        let budget = MemoryBudget::new(part_reservation(PART) as u64, Duration::from_secs(1));
+        let store: Arc<dyn ObjectStore> = Arc::new(InMemory::new());
+        let settings = UploadSettings {
+            part_size: PART,
+            concurrency: 4,
+            budget: budget.clone(),
+            idle_timeout: Duration::from_secs(30),
+            storage_class: None,
+            content_types: crate::integrity::ContentTypes::None,
+            events: None,
+        };
+        let data: Vec<u8> = (0..3 * PART + 99).map(|i| (i % 253) as u8).collect();
+        let memory = budget
+            .reserve(part_reservation(PART), std::future::pending())
+            .await
+            .unwrap();
+        let target = UploadTarget {
+            store: store.clone(),
+            key: ObjectPath::from("up.bin"),
+            store_url: "memory://".into(),
+            user: "alice".into(),
+        };
+        let transfers = Transfers::new(None);
+        let guard = transfers.begin(Direction::Upload).unwrap();
+        let session = SessionContext::detached();
+        let committed = upload(target, None, &data[..], settings, memory, &session, &guard)
+            .await
+            .unwrap();
+        assert_eq!(committed.received, data.len() as u64);
+        let stored = store.get(&ObjectPath::from("up.bin")).await.unwrap();
+        assert_eq!(stored.bytes().await.unwrap(), data);
+        assert_eq!(budget.in_use(), 0, "everything given back");
+    }
+}

@@ -290,6 +290,17 @@ listen = "0.0.0.0:{{ include "bucketftp.httpPort" . }}"
 
 [storage]
 {{- include "bucketftp.toml.keys" (omit .Values.storage "options") }}
+{{- $limit := dig "limits" "memory" "" .Values.resources }}
+{{- if and $limit (not (hasKey .Values.storage "memory_budget")) }}
+{{- $half := div (include "bucketftp.memoryBytes" $limit | int64) 2 }}
+# Half of resources.limits.memory ({{ $limit }}): transfer buffers stay
+# within it whatever the load (docs/operations.md#memory-budget).
+{{- if eq (mod $half 1048576) 0 }}
+memory_budget = "{{ div $half 1048576 }}MiB"
+{{- else }}
+memory_budget = "{{ $half }}"
+{{- end }}
+{{- end }}
 
 [storage.options]
 {{- range $key, $value := .Values.storage.options }}
@@ -318,3 +329,20 @@ users.toml: one [[users]] table per entry of .Values.users.
 {{- include "bucketftp.toml.keys" . }}
 {{- end }}
 {{ end }}
+
+{{/*
+A Kubernetes memory quantity (resources.limits.memory) in bytes: a whole
+number with an optional Ki, Mi, Gi, Ti, k, M, G or T suffix.
+*/}}
+{{- define "bucketftp.memoryBytes" -}}
+{{- $q := . -}}
+{{- if kindIs "float64" $q }}{{ $q = int64 $q }}{{ end -}}
+{{- $q = toString $q -}}
+{{- $num := regexFind "^[0-9]+" $q -}}
+{{- $unit := trimPrefix $num $q -}}
+{{- $factor := dict "" 1 "k" 1000 "M" 1000000 "G" 1000000000 "T" 1000000000000 "Ki" 1024 "Mi" 1048576 "Gi" 1073741824 "Ti" 1099511627776 -}}
+{{- if or (not $num) (not (hasKey $factor $unit)) -}}
+{{- fail (printf "resources.limits.memory %q: the chart derives storage.memory_budget from it and reads whole numbers with Ki, Mi, Gi, Ti, k, M, G or T; or set storage.memory_budget" $q) -}}
+{{- end -}}
+{{- mul (int64 $num) (get $factor $unit) -}}
+{{- end -}}
