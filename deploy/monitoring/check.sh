@@ -53,6 +53,10 @@ COUNTERS_GAUGES = {
     "bucketftp_storage_errors_total",
     "bucketftp_commands_total",
     "bucketftp_ready",
+    "bucketftp_memory_budget_bytes",
+    "bucketftp_memory_budget_in_use_bytes",
+    "bucketftp_memory_budget_waits_total",
+    "bucketftp_memory_budget_refusals_total",
     # libunftp 0.24's, as /metrics serves them (src/metrics.rs
     # LIBUNFTP_NAMES renames or leaves out the rest)
     "ftp_sessions_started_total",
