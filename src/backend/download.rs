@@ -163,9 +163,9 @@ pub fn hold(
 /// download has shown it gains from them.
 const INITIAL_RANGES: usize = 2;
 
-/// A download grows by one range when a window of ranges came at least
-/// this much faster than the window before (single-stream gains per added
-/// 8 MiB range were 8–30 % on s3s-fs, docs/benchmarks.md).
+/// A download doubles its ranges when a window of ranges came at least this
+/// much faster than the window before (single-stream gains per added 8 MiB
+/// range were 8–30 % on s3s-fs, docs/benchmarks.md).
 const GROWTH: f64 = 1.05;
 
 /// Issues one ranged GET.
@@ -179,8 +179,8 @@ type FetchRange =
 /// issued only while `in_flight + delivered < parts`. `parts` starts at one
 /// (the base reservation), grows by [`MemoryBudget::try_reserve`] up to
 /// `target`, and gives parts back while a new transfer waits for one.
-/// `target` starts at [`INITIAL_RANGES`] and grows by one, up to
-/// `max_ranges`, after each window of `target` ranges in which the reader
+/// `target` starts at [`INITIAL_RANGES`] and doubles, up to `max_ranges`,
+/// after each window of `target` ranges in which the reader
 /// had to wait for the store (the next range was not there when asked for)
 /// and that came [`GROWTH`] times faster than the window before. So a
 /// download served faster with more ranges gets more, one limited by its
@@ -280,7 +280,12 @@ impl Ranges {
             && self.parts >= self.target
             && self.target < self.read_ahead.max_ranges
         {
-            self.target += 1;
+            self.target = (self.target * 2).min(self.read_ahead.max_ranges);
+            tracing::debug!(
+                ranges = self.target,
+                mib_per_s = rate / f64::from(1 << 20),
+                "download reads more ranges ahead"
+            );
         }
         self.last_rate = rate;
         self.window = Window::new();
