@@ -173,27 +173,50 @@ fn default_from(root: &std::path::Path, own: &str) -> u64 {
     cgroup_limit(root, own).map_or(DEFAULT_BUDGET, |limit| limit / CGROUP_SHARE_DIVISOR)
 }
 
-/// The memory limit of the cgroup this process runs in, if it has one.
-/// cgroup v2: `memory.max` of the process's own group (named in
-/// `/proc/self/cgroup` as `0::/path`; inside a container's namespace that
-/// is `/`), where `max` means none. cgroup v1: `memory.limit_in_bytes`,
-/// where "none" is a number near 2^63.
+/// The memory limit of the cgroup this process runs in, if it has one: the
+/// smallest limit of its own group and the groups above it (a parent's
+/// limit binds its children). cgroup v2: `memory.max` along the path named
+/// in `/proc/self/cgroup` as `0::/path` (inside a container's namespace
+/// that is `/`), where `max` means none. cgroup v1: `memory.limit_in_bytes`
+/// under `memory/` along the path of the `memory` controller's line, where
+/// "none" is a number near 2^63.
 fn cgroup_limit(root: &std::path::Path, own: &str) -> Option<u64> {
-    let v2_group = own
-        .lines()
-        .find_map(|l| l.strip_prefix("0::"))
-        .map(|p| p.trim_start_matches('/'));
-    let mut candidates = Vec::new();
-    if let Some(group) = v2_group.filter(|g| !g.is_empty()) {
-        candidates.push(root.join(group).join("memory.max"));
-    }
-    candidates.push(root.join("memory.max"));
-    candidates.push(root.join("memory").join("memory.limit_in_bytes"));
-    candidates.into_iter().find_map(|file| {
-        let text = std::fs::read_to_string(file).ok()?;
-        let limit: u64 = text.trim().parse().ok()?;
-        (limit < 1 << 60).then_some(limit)
-    })
+    let group = |controller: fn(&str) -> Option<&str>| {
+        own.lines()
+            .find_map(controller)
+            .map(|p| p.trim_matches('/').to_string())
+            .unwrap_or_default()
+    };
+    let v2 = group(|l| l.strip_prefix("0::"));
+    let v1 = group(|l| {
+        let mut fields = l.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        controllers
+            .split(',')
+            .any(|c| c == "memory")
+            .then_some(path)
+    });
+    let along = |base: std::path::PathBuf, path: &str, file: &str| {
+        // The group itself, then each parent up to the hierarchy's root.
+        let mut dirs = vec![base.clone()];
+        let mut walked = base;
+        for segment in path.split('/').filter(|s| !s.is_empty()) {
+            walked = walked.join(segment);
+            dirs.push(walked.clone());
+        }
+        dirs.into_iter()
+            .filter_map(|dir| read_limit(&dir.join(file)))
+            .min()
+    };
+    along(root.to_path_buf(), &v2, "memory.max")
+        .or_else(|| along(root.join("memory"), &v1, "memory.limit_in_bytes"))
+}
+
+/// A limit file's value, unless it says "no limit".
+fn read_limit(file: &std::path::Path) -> Option<u64> {
+    let text = std::fs::read_to_string(file).ok()?;
+    let limit: u64 = text.trim().parse().ok()?;
+    (limit < 1 << 60).then_some(limit)
 }
 
 /// Granules covering `bytes` (at least one).
@@ -357,6 +380,26 @@ mod tests {
         );
         std::fs::write(&limit, "2147483648\n").unwrap();
         assert_eq!(default_from(v1.path(), "4:memory:/\n"), 1 << 30, "v1 limit");
+        // A systemd service or a container without a cgroup namespace:
+        // the process's own group, below an unlimited root.
+        std::fs::write(&limit, "9223372036854771712\n").unwrap();
+        std::fs::create_dir_all(v1.path().join("memory/svc/job")).unwrap();
+        std::fs::write(
+            v1.path().join("memory/svc/job/memory.limit_in_bytes"),
+            "9223372036854771712\n",
+        )
+        .unwrap();
+        std::fs::write(
+            v1.path().join("memory/svc/memory.limit_in_bytes"),
+            "536870912\n",
+        )
+        .unwrap();
+        let own = "5:cpu,cpuacct:/\n4:memory:/svc/job\n0::/\n";
+        assert_eq!(
+            default_from(v1.path(), own),
+            256 << 20,
+            "v1, a parent's limit binds"
+        );
     }
 
     #[tokio::test]
