@@ -57,6 +57,19 @@ def targets(ctx):
             lambda _res: memory.upload_limit_mib(ctx),
         )
     )
+    n_dl, dl_size, budget = sz["mem_downloads"], sz["mem_dl_size"], sz["mem_budget"]
+    dl = f"{n_dl} concurrent {dl_size // 2**20} MiB RETR (s3, memory_budget {budget // 2**20} MiB)"
+    out.append(
+        memory_target(
+            f"peak RSS, {dl} ≤ budget + 64 MiB",
+            "memory",
+            f"peak RSS, {dl}",
+            lambda _res: budget / 2**20 + 64,
+        )
+    )
+    out.append(
+        ratio_target(f"aggregate throughput, {dl} ≥ 1× boto3", "memory", f"aggregate throughput, {dl}", "boto3 direct", 1.0)
+    )
     out.append(
         memory_target(
             f"RSS with {n_idle} idle sessions ≤ 100 MiB", "memory", f"RSS with {n_idle} idle sessions", lambda _r: 100

@@ -18,6 +18,9 @@ FULL = {
     "list_count": 100_000,  # objects in the listed directory
     "mem_uploads": 32,  # concurrent uploads for the memory bound …
     "mem_size": 256 * MIB,  # … of this size each
+    "mem_downloads": 20,  # concurrent RETRs of one object on S3 …
+    "mem_dl_size": 256 * MIB,  # … of this size, within …
+    "mem_budget": 256 * MIB,  # … this storage.memory_budget
     "idle": 1000,  # idle logged-in sessions
 }
 
@@ -29,6 +32,9 @@ QUICK = {
     "list_count": 5_000,
     "mem_uploads": 32,
     "mem_size": 32 * MIB,
+    "mem_downloads": 20,
+    "mem_dl_size": 32 * MIB,
+    "mem_budget": 128 * MIB,
     "idle": 100,
 }
 

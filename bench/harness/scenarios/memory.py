@@ -1,17 +1,21 @@
 """Scenario 5: memory. Peak RSS of bucketftp during many concurrent large
-uploads (curl processes, on s3s-fs or file://), and its RSS while holding
-many idle logged-in sessions. A fresh bucketftp per round, so that every
-round starts from the same state.
+uploads (curl processes, on s3s-fs or file://), during many concurrent
+large downloads from s3s-fs within a set `storage.memory_budget` (against
+boto3 with the same parallelism, for aggregate throughput), and its RSS
+while holding many idle logged-in sessions. A fresh bucketftp per round, so
+that every round starts from the same state.
 """
 
 import os
 import shutil
 import subprocess
+import sys
 import time
 
 from .. import ftp_clients, servers
 from ..context import PART_SIZE
 from ..procs import MIB, Sampler
+from . import s3
 
 SCENARIO = "memory"
 BUCKET = "memory"
@@ -19,6 +23,7 @@ BUCKET = "memory"
 
 def run(ctx):
     uploads(ctx)
+    downloads(ctx)
     idle(ctx)
 
 
@@ -82,6 +87,67 @@ def uploads(ctx):
         if emu is not None:
             emu.stop()
         shutil.rmtree(os.path.join(ctx.workdir, "memory"), ignore_errors=True)
+
+
+def downloads(ctx):
+    """N concurrent RETRs (curl processes) of one object on s3s-fs, with
+    storage.memory_budget set: bucketftp's peak RSS and aggregate
+    throughput; boto3 downloads the same object in N processes at once for
+    the throughput to compare with (issue #18)."""
+    n, size, budget = ctx.sizes["mem_downloads"], ctx.sizes["mem_dl_size"], ctx.sizes["mem_budget"]
+    src = ctx.source(size)
+    res = ctx.results
+    data = ctx.fresh_dir("memory-dl", "data")
+    emu = servers.start_s3s_fs(ctx.tools["s3s_fs"], data, ctx.workdir, [BUCKET])
+    what = f"{n} concurrent {size // MIB} MiB RETR (s3, memory_budget {budget // MIB} MiB)"
+    env = {"BUCKETFTP__STORAGE__MEMORY_BUDGET": str(budget)}
+    try:
+        s3.seed(data, BUCKET, "dl/src.bin", src, s3.md5_of(src))
+        for r in ctx.rounds_range():
+            ctx.log(f"memory round {r + 1}/{ctx.rounds}: {n} concurrent downloads of {size // MIB} MiB")
+            bftp = servers.start_bucketftp(ctx.tools["bucketftp"], f"s3://{BUCKET}/dl",
+                                           servers.s3_options(emu.endpoint), ctx.workdir,
+                                           name="bucketftp-memory-dl", env=env)
+            try:
+                ctx.settle()
+                with Sampler(bftp.server) as sampled:
+                    began = time.perf_counter()
+                    curls = [
+                        subprocess.Popen(
+                            ["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}",
+                             bftp.url("src.bin")],
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                        )
+                        for _ in range(n)
+                    ]
+                    results = [(c.wait(), c.stdout.read().decode(), c.stderr.read().decode()) for c in curls]
+                    elapsed = time.perf_counter() - began
+                failed = [err or f"{got} bytes" for code, got, err in results if code != 0 or got != str(size)]
+                if failed:
+                    raise RuntimeError(f"{len(failed)} of {n} downloads failed, first: {failed[0]}")
+                res.add(SCENARIO, f"peak RSS, {what}", "bucketftp", sampled.peak_mib, "MiB",
+                        higher_is_better=False, peak_mib=sampled.peak_mib, cpu_s=sampled.cpu_s)
+                res.add(SCENARIO, f"aggregate throughput, {what}", "bucketftp", n * size / MIB / elapsed,
+                        "MiB/s", cpu_s=sampled.cpu_s)
+            finally:
+                bftp.server.stop()
+            began = time.perf_counter()
+            boto = [
+                subprocess.Popen([sys.executable, s3.DIRECT, emu.endpoint, "get", BUCKET, "dl/src.bin", str(size)],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                for _ in range(n)
+            ]
+            failed = [b.stderr.read().decode() for b in boto if b.wait() != 0]
+            elapsed = time.perf_counter() - began
+            if failed:
+                raise RuntimeError(f"{len(failed)} of {n} boto3 downloads failed, first: {failed[0][-500:]}")
+            # Includes each process's interpreter start (~0.3 s): a small
+            # handicap for boto3 at these sizes.
+            res.add(SCENARIO, f"aggregate throughput, {what}", "boto3 direct", n * size / MIB / elapsed, "MiB/s")
+    finally:
+        emu.stop()
+        shutil.rmtree(os.path.join(ctx.workdir, "memory-dl"), ignore_errors=True)
 
 
 def idle(ctx):
