@@ -276,6 +276,10 @@ pub struct RawTls {
     /// Who must use FTPS: none, accounts (all but anonymous) or all.
     #[serde(default = "default_tls_required")]
     pub required: String,
+    /// Address for implicit FTPS (TLS from the first byte, usually port
+    /// 990), served besides `server.listen`; unset = off.
+    #[serde(default)]
+    pub implicit_listen: Option<String>,
 }
 
 fn default_tls_required() -> String {
@@ -503,6 +507,8 @@ pub struct TlsConfig {
     pub key: PathBuf,
     /// Who must use FTPS: none, accounts (all but anonymous) or all.
     pub required: TlsRequired,
+    /// Where implicit FTPS is served (TLS from the first byte), if at all.
+    pub implicit_listen: Option<SocketAddr>,
 }
 
 /// `[auth]`, validated.
@@ -593,6 +599,8 @@ pub struct Overrides {
     pub passive_ports: Option<String>,
     /// Log format from --log-format.
     pub log_format: Option<String>,
+    /// Implicit FTPS address from --tls-implicit-listen.
+    pub tls_implicit_listen: Option<String>,
 }
 
 /// Loads file (optional) + environment + overrides, then validates.
@@ -621,7 +629,7 @@ pub fn load(
         .build()
         .and_then(|c| c.try_deserialize())
         .map_err(ConfigError::Load)?;
-    validate(apply(raw, overrides))
+    validate(apply(raw, overrides)?)
 }
 
 /// Parses TOML text alone (for `check-config` tests and fuzzing).
@@ -634,7 +642,7 @@ pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
     validate(raw)
 }
 
-fn apply(mut raw: RawConfig, o: &Overrides) -> RawConfig {
+fn apply(mut raw: RawConfig, o: &Overrides) -> Result<RawConfig, ConfigError> {
     if let Some(v) = &o.listen {
         raw.server.listen = v.clone();
     }
@@ -653,7 +661,19 @@ fn apply(mut raw: RawConfig, o: &Overrides) -> RawConfig {
     if let Some(v) = &o.log_format {
         raw.log.format = v.clone();
     }
-    raw
+    if let Some(v) = &o.tls_implicit_listen {
+        match &mut raw.tls {
+            Some(tls) => tls.implicit_listen = Some(v.clone()),
+            None => {
+                return Err(invalid(
+                    "tls.implicit_listen",
+                    v.as_str(),
+                    "needs a certificate: set tls.cert and tls.key",
+                ))
+            }
+        }
+    }
+    Ok(raw)
 }
 
 /// Turns the raw values into typed ones, naming the first bad key.
@@ -790,6 +810,11 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                     ))
                 }
             },
+            implicit_listen: t
+                .implicit_listen
+                .as_deref()
+                .map(|addr| parse_addr("tls.implicit_listen", addr))
+                .transpose()?,
         }),
     };
     let a = &raw.auth;
@@ -1202,6 +1227,12 @@ mod tests {
             ..Overrides::default()
         };
         assert_eq!(load(None, &env, &flags).unwrap().server.listen.port(), 2300);
+        let implicit = Overrides {
+            tls_implicit_listen: Some("127.0.0.1:990".into()),
+            ..Overrides::default()
+        };
+        let err = load(None, &env, &implicit).unwrap_err();
+        assert!(err.to_string().contains("tls.implicit_listen"), "{err}");
     }
 
     #[test]

@@ -274,6 +274,8 @@ pub fn build_accounts(
 pub struct Listeners {
     /// FTP control connections.
     pub ftp: TcpListener,
+    /// Implicit FTPS control connections (`tls.implicit_listen`).
+    pub ftps_implicit: Option<TcpListener>,
     /// `/metrics`, `/healthz`, `/readyz` (optional).
     pub http: Option<TcpListener>,
 }
@@ -399,7 +401,9 @@ pub async fn serve_checked(
     metrics::set_ready(true);
     let stop = stop_ftp.clone();
     service
-        .serve(listeners.ftp, async move { stop.cancelled().await })
+        .serve(listeners.ftp, listeners.ftps_implicit, async move {
+            stop.cancelled().await
+        })
         .await;
     health.set_accepting(false);
     if let Some(events) = &events {

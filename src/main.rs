@@ -57,6 +57,9 @@ struct ServeArgs {
     /// Log format: text or json (overrides log.format).
     #[arg(long)]
     log_format: Option<String>,
+    /// Implicit FTPS address, e.g. 0.0.0.0:990 (overrides tls.implicit_listen; needs [tls]).
+    #[arg(long)]
+    tls_implicit_listen: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +163,7 @@ fn load(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<conf
         storage_options,
         passive_ports: args.passive_ports.clone(),
         log_format: args.log_format.clone(),
+        tls_implicit_listen: args.tls_implicit_listen.clone(),
     };
     let mut config = config::load(args.config.as_deref(), env, &overrides)?;
     for spec in &args.users {
@@ -222,6 +226,14 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
             ),
             None => None,
         };
+        let ftps_implicit = match config.tls.as_ref().and_then(|t| t.implicit_listen) {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (tls.implicit_listen)"))?,
+            ),
+            None => None,
+        };
         let addr = ftp.local_addr()?;
         let (accounts, stores) = bucketftp::build_accounts(&config, &env)?;
         // The banner only once the storage answered: a wrong bucket or
@@ -232,6 +244,9 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
             Some(password) => println!("log in as user \"bucketftp\" with password \"{password}\", e.g.: curl -T FILE ftp://bucketftp:{password}@{addr}/"),
             None => println!("log in with a configured user, e.g.: curl -u NAME -T FILE ftp://{addr}/"),
         }
+        if let Some(implicit) = &ftps_implicit {
+            println!("implicit FTPS on ftps://{}/", implicit.local_addr()?);
+        }
         if let Some(http) = &http {
             println!("metrics and health on http://{}/metrics", http.local_addr()?);
         }
@@ -241,7 +256,11 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
             accounts,
             stores,
             transfers,
-            bucketftp::Listeners { ftp, http },
+            bucketftp::Listeners {
+                ftp,
+                ftps_implicit,
+                http,
+            },
             shutdown_signal(),
         )
         .await?;

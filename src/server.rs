@@ -14,12 +14,18 @@
 //! Client addresses are canonical (`::ffff:a.b.c.d` → `a.b.c.d`) before
 //! they are counted, compared or logged, so a dual-stack `[::]` listener
 //! treats IPv4 clients as IPv4.
+//!
+//! With `tls.implicit_listen` a second listener serves implicit FTPS (TLS
+//! from the first byte) through the same accept loop, limits and metrics;
+//! its refusals are a plain close, since a TLS client cannot read a
+//! plaintext `421`.
 
 use crate::auth::{Accounts, SessionUser};
 use crate::backend::{BackendSettings, ObjectBackend};
 use crate::config::{Config, PassiveHost, TlsRequired};
 use crate::tls::TlsCertificates;
 use crate::transfers::{SessionContext, Transfers};
+use futures::future::Either;
 use libunftp::options::{ActivePassiveMode, FtpsRequired};
 use libunftp::ServerBuilder;
 use std::collections::HashMap;
@@ -92,33 +98,44 @@ impl FtpService {
         }
     }
 
-    /// Accepts until `shutdown` resolves, then stops accepting and waits for
+    /// Accepts on `listener` (and on `implicit`, implicit FTPS, when set)
+    /// until `shutdown` resolves, then stops accepting and waits for
     /// transfers (up to the configured grace period). Sessions still open
-    /// after that are closed when the returned future's caller exits.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+    /// after that are closed when the returned future's caller exits. Both
+    /// listeners share the session limits, metrics and shutdown.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        implicit: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         tokio::pin!(shutdown);
         let mut sessions = JoinSet::new();
         let mut backoff = Duration::from_millis(5);
         loop {
-            tokio::select! {
+            let (accepted, implicit_tls) = tokio::select! {
                 _ = &mut shutdown => break,
-                Some(_) = sessions.join_next(), if !sessions.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        backoff = Duration::from_millis(5);
-                        let service = self.clone();
-                        sessions.spawn(async move { service.session(stream, peer).await });
-                    }
-                    Err(e) => {
-                        // Usually EMFILE: back off instead of spinning.
-                        tracing::error!(cause = %e, "accept failed");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(1));
-                    }
-                },
+                Some(_) = sessions.join_next(), if !sessions.is_empty() => continue,
+                accepted = listener.accept() => (accepted, false),
+                accepted = accept_on(implicit.as_ref()) => (accepted, true),
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let service = self.clone();
+                    sessions
+                        .spawn(async move { service.session(stream, peer, implicit_tls).await });
+                }
+                Err(e) => {
+                    // Usually EMFILE: back off instead of spinning.
+                    tracing::error!(cause = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
             }
         }
         drop(listener);
+        drop(implicit);
         tracing::info!(
             transfers = self.transfers.active(),
             grace = ?self.config.server.shutdown_grace,
@@ -140,32 +157,40 @@ impl FtpService {
         sessions.abort_all();
     }
 
-    async fn session(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr) {
+    async fn session(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
         let Some(_slot) = self.limits.admit(peer.ip()) else {
             crate::metrics::session_rejected("limit");
             tracing::warn!(client_ip = %peer.ip(), "session refused: too many connections");
-            let _ = stream
-                .write_all(b"421 Too many connections, try again later\r\n")
-                .await;
+            // An implicit FTPS client expects a TLS handshake: a plaintext
+            // reply would only garble it, so it is just closed.
+            if !implicit_tls {
+                let _ = stream
+                    .write_all(b"421 Too many connections, try again later\r\n")
+                    .await;
+            }
             let _ = stream.shutdown().await;
             return;
         };
         let Some(waiting) = self.unauthenticated.admit(peer.ip()) else {
             crate::metrics::session_rejected("unauthenticated");
             tracing::warn!(client_ip = %peer.ip(), "session refused: too many connections not logged in");
-            let _ = stream
-                .write_all(b"421 Too many connections waiting to log in, try again later\r\n")
-                .await;
+            if !implicit_tls {
+                let _ = stream
+                    .write_all(b"421 Too many connections waiting to log in, try again later\r\n")
+                    .await;
+            }
             let _ = stream.shutdown().await;
             return;
         };
         if self.transfers.closing() {
-            let _ = stream.write_all(b"421 Server shutting down\r\n").await;
+            if !implicit_tls {
+                let _ = stream.write_all(b"421 Server shutting down\r\n").await;
+            }
             return;
         }
         crate::metrics::session_delta(1);
-        if let Err(e) = self.run_session(stream, peer, waiting).await {
+        if let Err(e) = self.run_session(stream, peer, waiting, implicit_tls).await {
             tracing::error!(client_ip = %peer.ip(), cause = %crate::error_chain(&e), "session failed");
         }
         crate::metrics::session_delta(-1);
@@ -176,6 +201,7 @@ impl FtpService {
         stream: TcpStream,
         peer: SocketAddr,
         waiting: SessionSlot,
+        implicit_tls: bool,
     ) -> Result<(), SessionError> {
         let _ = stream.set_nodelay(true);
         let std_stream = stream.into_std().map_err(SessionError::Socket)?;
@@ -183,15 +209,25 @@ impl FtpService {
         let stream = TcpStream::from_std(std_stream).map_err(SessionError::Socket)?;
         let context = Arc::new(SessionContext::new(peer, control_copy));
         tracing::debug!(session = context.id, client_ip = %peer.ip(), "session start");
-        let server = match self.build_server(context.clone()) {
+        let server = match self.build_server(context.clone(), implicit_tls) {
             Ok(server) => server,
             Err(e @ SessionError::NoTls) => {
-                context.hang_up(b"421 TLS is required but not available, try again later\r\n");
+                // An implicit FTPS client expects a TLS handshake: plaintext
+                // would only garble it.
+                context.hang_up(if implicit_tls {
+                    &[]
+                } else {
+                    b"421 TLS is required but not available, try again later\r\n"
+                });
                 return Err(e);
             }
             Err(e) => return Err(e),
         };
-        let service = server.service(stream);
+        let service = if implicit_tls {
+            Either::Left(server.service_implicit_tls(stream))
+        } else {
+            Either::Right(server.service(stream))
+        };
         tokio::pin!(service);
         let login_timeout = self.config.server.login_timeout;
         let deadline = async {
@@ -214,7 +250,11 @@ impl FtpService {
                 // (a task of its own); shutting the socket down does.
                 crate::metrics::session_rejected("login_timeout");
                 tracing::info!(session = context.id, client_ip = %peer.ip(), timeout = ?login_timeout, "closing connection: no login in time");
-                context.hang_up(b"421 Login timeout, closing connection\r\n");
+                context.hang_up(if implicit_tls {
+                    &[]
+                } else {
+                    b"421 Login timeout, closing connection\r\n"
+                });
                 service.await
             }
         };
@@ -228,6 +268,7 @@ impl FtpService {
     fn build_server(
         &self,
         context: Arc<SessionContext>,
+        implicit_tls: bool,
     ) -> Result<libunftp::Server<ObjectBackend, SessionUser>, SessionError> {
         let backend = ObjectBackend::new(context, self.settings.clone(), self.transfers.clone());
         let server = &self.config.server;
@@ -266,7 +307,7 @@ impl FtpService {
                         .ftps_manual::<std::path::PathBuf>(config)
                         .ftps_required(required, required);
                 }
-                None if tls.required != TlsRequired::None => {
+                None if tls.required != TlsRequired::None || implicit_tls => {
                     return Err(SessionError::NoTls);
                 }
                 // TLS optional and no certificate: plain FTP only (readiness
@@ -278,6 +319,14 @@ impl FtpService {
         crate::extension_commands::register(builder, mfmt_listed)
             .build()
             .map_err(SessionError::Build)
+    }
+}
+
+/// Accepts on `listener`, or never when there is none.
+async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
     }
 }
 

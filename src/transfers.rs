@@ -121,6 +121,18 @@ impl Transfers {
     }
 }
 
+/// Whether one of the command lines in `bytes` is ABOR. Telnet commands
+/// (bytes 0xF0..=0xFF) are dropped first; command names are
+/// case-insensitive (RFC 959 section 5.3).
+fn holds_abor(bytes: &[u8]) -> bool {
+    bytes.split(|b| *b == b'\n').any(|line| {
+        let text: Vec<u8> = line.iter().copied().filter(u8::is_ascii).collect();
+        text.trim_ascii_start()
+            .get(..4)
+            .is_some_and(|name| name.eq_ignore_ascii_case(b"ABOR"))
+    })
+}
+
 /// How long cancelled transfers get to clean up after the grace period.
 const CLEANUP_BUDGET: Duration = Duration::from_secs(10);
 
@@ -223,27 +235,26 @@ impl SessionContext {
         Self::new(SocketAddr::from(([127, 0, 0, 1], 0)), None)
     }
 
-    /// Takes the urgent ("out-of-band") byte from the control connection,
-    /// if one arrived; true when there was one.
+    /// Whether an ABOR that the FTP engine has not read yet waits on the
+    /// control connection.
     ///
-    /// RFC 959 has clients abort a transfer by sending the Telnet Synch
-    /// (urgent data) with ABOR, as Python's `ftplib.abort()` and lftp do.
-    /// libunftp does not stop a running upload for ABOR, and the data
-    /// connection then closes as it would at the end of the file, so the
-    /// urgent byte is what tells an aborted upload from a complete one.
-    /// Uploads call this at the end of the data; downloads when they end, so
-    /// an ABOR during a download does not abort the next upload.
-    pub fn take_urgent(&self) -> bool {
+    /// Clients that abort an upload send ABOR and close the data connection
+    /// (Python's `ftplib.abort()`, lftp), so the data ends exactly as a
+    /// complete file does. The engine stops a transfer for an ABOR it has
+    /// read; an ABOR still unread when the end of the data is read is found
+    /// here, by peeking (never reading) the control connection. Telnet
+    /// commands before it (`IAC IP`) are skipped, and so is the loss of the
+    /// urgent byte (the Telnet Synch) that the kernel takes out of the
+    /// stream: ftplib sends the whole line as urgent data, which leaves
+    /// `ABOR\r` in line. Over FTPS the bytes are encrypted, and only the
+    /// engine sees an ABOR.
+    pub fn abort_pending(&self) -> bool {
         let Some(socket) = &self.control else {
             return false;
         };
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(socket).recv_out_of_band(&mut byte) {
-            Ok(n) => n > 0,
-            // The urgent pointer is set but its byte has not arrived yet:
-            // an abort is on its way.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
-            // EINVAL: no urgent data (the usual case).
+        let mut pending = [0u8; 512];
+        match socket.peek(&mut pending) {
+            Ok(n) => holds_abor(&pending[..n]),
             Err(_) => false,
         }
     }
@@ -295,27 +306,42 @@ mod tests {
         );
     }
 
+    #[test]
+    fn abor_lines_are_found() {
+        assert!(holds_abor(b"ABOR\r\n"));
+        assert!(holds_abor(b"abor\r\n"));
+        assert!(holds_abor(b"NOOP\r\nABOR\r\n"));
+        assert!(
+            holds_abor(b"\xff\xf4\xff\xf2ABOR\r\n"),
+            "lftp's Telnet IP + Synch"
+        );
+        assert!(holds_abor(b"ABOR"), "a line still arriving");
+        assert!(!holds_abor(b"NOOP\r\n"));
+        assert!(!holds_abor(b"STOR ABOR\r\n"));
+        assert!(!holds_abor(b""));
+    }
+
     #[tokio::test]
-    async fn urgent_data_marks_an_abort() {
+    async fn abor_sent_as_urgent_data_is_seen() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
         server.set_nonblocking(true).unwrap();
         let ctx = SessionContext::new(peer, Some(server));
-        assert!(!ctx.take_urgent(), "nothing urgent yet");
+        assert!(!ctx.abort_pending(), "nothing sent yet");
+        // What ftplib.abort() sends: the whole line as urgent data.
         socket2::SockRef::from(&client)
             .send_out_of_band(b"ABOR\r\n")
             .unwrap();
         let mut seen = false;
         for _ in 0..100 {
-            if ctx.take_urgent() {
+            if ctx.abort_pending() {
                 seen = true;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        assert!(seen, "urgent byte not seen");
-        assert!(!ctx.take_urgent(), "taken once");
+        assert!(seen, "ABOR sent as urgent data not seen");
     }
 
     #[tokio::test]

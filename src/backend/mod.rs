@@ -240,9 +240,6 @@ impl ObjectBackend {
     ) -> impl FnOnce(u64, bool) + Send + 'static {
         let (backend, user, path) = (self.clone(), user.clone(), path.to_path_buf());
         move |bytes, completed| {
-            // An ABOR sent with urgent data during this download must not
-            // be taken for an abort of the next upload.
-            let _ = backend.session.take_urgent();
             crate::metrics::transfer_outcome(
                 Direction::Download,
                 completed,

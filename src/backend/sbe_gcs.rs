@@ -198,7 +198,7 @@ impl<R: AsyncRead + Unpin> AsyncRead for GuardedInput<R> {
             Poll::Ready(Ok(())) => {
                 let n = buf.filled().len() - before;
                 if n == 0 {
-                    if self.session.take_urgent() {
+                    if self.session.abort_pending() {
                         return Poll::Ready(Err(std::io::Error::new(
                             std::io::ErrorKind::ConnectionAborted,
                             "upload aborted by the client",

@@ -120,7 +120,8 @@ pub enum UploadError {
     /// client went away, so the data is not known to be complete.
     #[error("control connection closed before the upload completed")]
     ClientGone,
-    /// The client aborted the upload (ABOR with the Telnet Synch).
+    /// The client aborted the upload (ABOR, found unread on the control
+    /// connection when the data ended).
     #[error("upload aborted by the client")]
     Aborted,
     /// Shutdown's grace period ended during the upload.
@@ -312,9 +313,6 @@ where
     R: AsyncRead + Unpin,
 {
     let idle = settings.idle_timeout;
-    // No stale abort mark is dropped here: the client may already have sent
-    // its ABOR (with the data still queued) before this upload started.
-    // Downloads clear the mark when they end instead.
     let command = if existing.is_some() { "APPE" } else { "STOR" };
     let events = settings.events.clone();
     let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings, memory);
@@ -364,7 +362,7 @@ where
                 written = sink.write(chunk) => written.map_err(UploadError::Store)?,
             }
         }
-        if session.take_urgent() {
+        if session.abort_pending() {
             return Err(UploadError::Aborted);
         }
         if !session.control_alive() {

@@ -272,8 +272,9 @@ async fn slow_upload_outlives_idle_timeout() {
     slow_upload_with_short_idle_timeout(false).await;
 }
 
+/// NOOP is answered while an upload runs (our libunftp patch
+/// `datachan-release-session-lock`; docs/upstream.md).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "libunftp 0.24 holds the session lock for a whole transfer (datachan.rs:115), so commands sent during an upload wait for its end: see docs/limitations.md"]
 async fn noop_during_slow_upload_is_answered() {
     slow_upload_with_short_idle_timeout(true).await;
 }

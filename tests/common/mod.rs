@@ -208,6 +208,8 @@ pub struct Options {
     pub idle_timeout: Option<String>,
     /// The FTP listener's address (default `127.0.0.1:0`).
     pub bind: Option<String>,
+    /// `server.passive_ports` (default 20000-29999).
+    pub passive_ports: Option<String>,
 }
 
 impl Default for Options {
@@ -221,6 +223,7 @@ impl Default for Options {
             storage_options: Vec::new(),
             idle_timeout: None,
             bind: None,
+            passive_ports: None,
         }
     }
 }
@@ -231,6 +234,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// HTTP address, when enabled.
     pub http: Option<SocketAddr>,
+    /// Implicit FTPS address, when `tls.implicit_listen` is set.
+    pub ftps_implicit: Option<SocketAddr>,
     /// The default store, to check what landed.
     pub store: OpenedStore,
     /// The transfer registry, to wait for uploads to settle.
@@ -264,7 +269,8 @@ impl Gateway {
             opts.storage_extra.push_str("engine = \"unftp-sbe-gcs\"\n");
         }
         let mut text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\npassive_ports = \"20000-29999\"\nidle_timeout = {:?}\nshutdown_grace = \"5s\"\n{}\n[http]\nlisten = \"off\"\n[storage]\nurl = {:?}\n{}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\npassive_ports = {:?}\nidle_timeout = {:?}\nshutdown_grace = \"5s\"\n{}\n[http]\nlisten = \"off\"\n[storage]\nurl = {:?}\n{}\n",
+            opts.passive_ports.as_deref().unwrap_or("20000-29999"),
             opts.idle_timeout.as_deref().unwrap_or("60s"),
             opts.server_extra,
             url,
@@ -315,6 +321,18 @@ impl Gateway {
             None
         };
         let http_addr = http.as_ref().map(|l| l.local_addr().expect("http addr"));
+        // Implicit FTPS, when the test's [tls] section asks for it.
+        let ftps_implicit = match config.tls.as_ref().and_then(|t| t.implicit_listen) {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .expect("bind implicit ftps"),
+            ),
+            None => None,
+        };
+        let ftps_implicit_addr = ftps_implicit
+            .as_ref()
+            .map(|l| l.local_addr().expect("implicit ftps addr"));
         let transfers = Transfers::new(config.server.max_uploads);
         let transfers_for_server = transfers.clone();
         let (tx, rx) = oneshot::channel::<()>();
@@ -324,7 +342,11 @@ impl Gateway {
                 accounts,
                 stores,
                 transfers_for_server,
-                Listeners { ftp, http },
+                Listeners {
+                    ftp,
+                    ftps_implicit,
+                    http,
+                },
                 async move {
                     let _ = rx.await;
                 },
@@ -338,6 +360,7 @@ impl Gateway {
         Some(Gateway {
             addr,
             http: http_addr,
+            ftps_implicit: ftps_implicit_addr,
             store,
             transfers,
             dir,
