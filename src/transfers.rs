@@ -235,26 +235,59 @@ impl SessionContext {
         Self::new(SocketAddr::from(([127, 0, 0, 1], 0)), None)
     }
 
-    /// Whether an ABOR that the FTP engine has not read yet waits on the
-    /// control connection.
+    /// Whether the client asked to abort the transfer that just read the end
+    /// of its data: an ABOR the FTP engine has not read yet, or the Telnet
+    /// Synch (urgent data) sent with an ABOR. The urgent byte is taken.
     ///
     /// Clients that abort an upload send ABOR and close the data connection
     /// (Python's `ftplib.abort()`, lftp), so the data ends exactly as a
     /// complete file does. The engine stops a transfer for an ABOR it has
-    /// read; an ABOR still unread when the end of the data is read is found
-    /// here, by peeking (never reading) the control connection. Telnet
-    /// commands before it (`IAC IP`) are skipped, and so is the loss of the
-    /// urgent byte (the Telnet Synch) that the kernel takes out of the
-    /// stream: ftplib sends the whole line as urgent data, which leaves
-    /// `ABOR\r` in line. Over FTPS the bytes are encrypted, and only the
-    /// engine sees an ABOR.
+    /// handled; this covers the rest:
+    /// - an ABOR line still unread, found by peeking (never reading) the
+    ///   control connection. Telnet commands before it (`IAC IP`) are
+    ///   skipped, and so is the loss of the urgent byte that the kernel takes
+    ///   out of the stream (ftplib sends the whole line as urgent data, which
+    ///   leaves `ABOR\r` in line);
+    /// - the urgent byte itself, which the engine never reads: it stays
+    ///   until taken, so it also covers an ABOR the engine has read but not
+    ///   yet acted on when the data ends (the peek alone raced with that).
+    ///
+    /// A plain ABOR without the Synch, read by the engine in the moment
+    /// between the end of the data and this check, is not seen: the upload
+    /// completed before its ABOR was processed (RFC 959's 226 case). Over
+    /// FTPS the bytes are encrypted, and only the engine sees an ABOR.
     pub fn abort_pending(&self) -> bool {
         let Some(socket) = &self.control else {
             return false;
         };
         let mut pending = [0u8; 512];
-        match socket.peek(&mut pending) {
+        let unread_abor = match socket.peek(&mut pending) {
             Ok(n) => holds_abor(&pending[..n]),
+            Err(_) => false,
+        };
+        // Taken in any case, so that it cannot abort the next transfer.
+        let urgent = self.take_urgent();
+        unread_abor || urgent
+    }
+
+    /// Takes the urgent ("out-of-band") byte from the control connection,
+    /// if one arrived; true when there was one, or when its arrival is
+    /// announced.
+    ///
+    /// RFC 959 has clients send the Telnet Synch (urgent data) with ABOR, as
+    /// `ftplib.abort()` and lftp do. Transfers take it when they end, so an
+    /// ABOR for one transfer does not abort the next upload.
+    pub fn take_urgent(&self) -> bool {
+        let Some(socket) = &self.control else {
+            return false;
+        };
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(socket).recv_out_of_band(&mut byte) {
+            Ok(n) => n > 0,
+            // The urgent pointer is set but its byte has not arrived yet:
+            // an abort is on its way.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            // EINVAL: no urgent data (the usual case).
             Err(_) => false,
         }
     }
@@ -342,6 +375,32 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(seen, "ABOR sent as urgent data not seen");
+    }
+
+    /// The race the urgent byte closes: the engine has read `ABOR\r` (so a
+    /// peek finds nothing) but not yet stopped the transfer when the upload
+    /// reads the end of its data.
+    #[test]
+    fn abor_already_read_by_the_engine_is_seen_once() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, peer) = listener.accept().unwrap();
+        let mut engine_side = server.try_clone().unwrap();
+        socket2::SockRef::from(&client)
+            .send_out_of_band(b"ABOR\r\n")
+            .unwrap();
+        // What the engine reads: the line up to the urgent byte (loopback
+        // delivers it before send returns).
+        let mut line = [0u8; 5];
+        std::io::Read::read_exact(&mut engine_side, &mut line).unwrap();
+        assert_eq!(&line, b"ABOR\r");
+        server.set_nonblocking(true).unwrap();
+        let ctx = SessionContext::new(peer, Some(server));
+        assert!(ctx.abort_pending(), "the urgent byte marks the abort");
+        assert!(
+            !ctx.abort_pending(),
+            "taken: the next upload is not aborted"
+        );
     }
 
     #[tokio::test]

@@ -25,6 +25,23 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
+/// Whether Python can import `module` (a client library installed by
+/// `.ci/install.sh`); a missing one is skipped loudly, or fails under
+/// `BUCKETFTP_REQUIRE_EMULATORS=1`.
+fn python_module(module: &str) -> bool {
+    let found = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        if std::env::var("BUCKETFTP_REQUIRE_EMULATORS").as_deref() == Ok("1") {
+            panic!("Python module {module} is missing but BUCKETFTP_REQUIRE_EMULATORS=1: .ci/install.sh installs it");
+        }
+        eprintln!("\n*** SKIPPED: Python module {module} is not installed (.ci/install.sh) ***\n");
+    }
+    found
+}
+
 /// Runs one case of `tests/engine/transfer_cases.py`; returns its stdout,
 /// failing the test with the whole transcript unless the case passed.
 async fn case(gw: &Gateway, name: &str, args: &[&str]) -> String {
@@ -229,21 +246,27 @@ async fn gateway_with_passive_range(first: u16, ports: u16) -> Gateway {
     .expect("memory gateway")
 }
 
-/// `count` consecutive free loopback ports (bound and released again).
-fn free_port_run(count: u16) -> u16 {
-    'search: for _ in 0..200 {
-        let first = common::free_port();
-        if first.checked_add(count).is_none() {
-            continue;
+/// `count` consecutive free loopback ports (bound and released again),
+/// between `from` (30000 or more) and the kernel's ephemeral range (32768 and up on Linux):
+/// outgoing connections of tests running alongside take their local ports
+/// from the ephemeral range, and the other gateways' passive ports are
+/// 20000-29999, so nothing else lands in the range while the test owns it.
+/// Each test searches from its own `from`, so two tests never pick the same run.
+fn free_port_run(from: u16, count: u16) -> u16 {
+    let ephemeral = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut first = from;
+    while first + count <= ephemeral {
+        let busy = (first..first + count)
+            .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_err());
+        match busy {
+            Some(port) => first = port + 1,
+            None => return first,
         }
-        for port in first..first + count {
-            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
-                continue 'search;
-            }
-        }
-        return first;
     }
-    panic!("no run of {count} free ports");
+    panic!("no run of {count} free ports between {from} and {ephemeral}");
 }
 
 /// PASV in a loop on a range of three ports: each PASV releases the
@@ -251,7 +274,7 @@ fn free_port_run(count: u16) -> u16 {
 /// session still gets a port; QUIT releases the last one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pasv_in_a_loop_releases_earlier_listeners() {
-    let first = free_port_run(3);
+    let first = free_port_run(30000, 3);
     let gw = gateway_with_passive_range(first, 3).await;
     let mut hoarder = LineClient::connect(gw.addr).await;
     hoarder.login("alice", PASSWORD).await;
@@ -339,7 +362,7 @@ fn occupy(first: u16, count: u16, spare: Option<u16>) -> Vec<socket2::Socket> {
 /// session goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_passive_range_is_scanned() {
-    let first = free_port_run(40);
+    let first = free_port_run(30100, 40);
     let gw = gateway_with_passive_range(first, 40).await;
     let spare = first + 23;
     let taken = occupy(first, 40, Some(spare));
@@ -419,6 +442,77 @@ async fn tls13_data_connections_carry_no_session_tickets() {
     .await;
     assert!(out.contains("data ticket: False"), "{out}");
     assert!(out.contains("control ticket: True"), "{out}");
+}
+
+/// A data connection that never starts its TLS handshake is given up after
+/// the handshake deadline (30 s): the data command is answered 425 and the
+/// session goes on (libunftp 0.24 waited for ever, holding the session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_data_tls_handshake_is_a_425() {
+    if !installed("python3") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((gw, cert)) = tls_gateway(certs.path(), "").await else {
+        return;
+    };
+    let ca = cert.display().to_string();
+    case(&gw, "data-tls-stall", &["--tls", &ca, "stalled.bin"]).await;
+    assert_eq!(object(&gw, "stalled.bin").await, None);
+}
+
+/// aioftp completes a data connection's TLS handshake before it sends the
+/// data command (explicit FTPS after AUTH TLS, and implicit FTPS); libunftp
+/// 0.24 started the handshake only after the command, and the transfer hung.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aioftp_handshakes_before_the_data_command() {
+    if !installed("python3") || !python_module("aioftp") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+        return;
+    };
+    let gw = Gateway::start_with(
+        Backend::Local,
+        Options {
+            sections: format!(
+                "{}implicit_listen = \"127.0.0.1:0\"\n",
+                tls_section(&cert, &key)
+            ),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("local gateway");
+    let implicit = gw.ftps_implicit.expect("implicit FTPS listener");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/engine/aioftp_session.py"
+    );
+    for (mode, port, name) in [
+        ("explicit", gw.addr.port(), "aio-explicit.bin"),
+        ("implicit", implicit.port(), "aio-implicit.bin"),
+    ] {
+        let out = output(
+            Command::new("python3")
+                .arg(script)
+                .args([mode, "127.0.0.1", &port.to_string(), "alice", PASSWORD])
+                .args([cert.display().to_string().as_str(), name]),
+        )
+        .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            stdout.contains("case ok"),
+            "aioftp {mode}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            object(&gw, name).await.map(|o| o.len()),
+            Some(512_000),
+            "aioftp {mode} upload stored"
+        );
+    }
 }
 
 /// 1,000 fresh FTPS logins from 16 concurrent ftplib clients all succeed:

@@ -18,6 +18,7 @@
 //! | RNFR/RNTO      | `rename` (copy + delete on clouds), per object for dirs  |
 
 mod checksums;
+pub mod close_notify;
 mod directories;
 pub mod download;
 pub mod local_paths;
@@ -63,6 +64,9 @@ pub struct BackendSettings {
     pub download_concurrency: usize,
     /// Most files of one listing whose stored `mtime` is read (a HEAD each).
     pub listing_mtime_limit: usize,
+    /// An FTPS upload is complete only at the client's TLS close_notify
+    /// (`tls.require_close_notify`, see [`close_notify`]).
+    pub require_close_notify: bool,
 }
 
 /// Buffer between a download's chunks and the data connection.
@@ -240,6 +244,9 @@ impl ObjectBackend {
     ) -> impl FnOnce(u64, bool) + Send + 'static {
         let (backend, user, path) = (self.clone(), user.clone(), path.to_path_buf());
         move |bytes, completed| {
+            // An ABOR sent with urgent data during this download must not
+            // be taken for an abort of the next upload.
+            let _ = backend.session.take_urgent();
             crate::metrics::transfer_outcome(
                 Direction::Download,
                 completed,
@@ -621,6 +628,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
     ) -> StorageResult<u64> {
         let path = path.as_ref().to_path_buf();
         let started = Instant::now();
+        let input = close_notify::UploadEnd::new(input, self.settings.require_close_notify);
         let result = async {
             self.allow(user, Permission::Write)?;
             if !user.account.permissions.allows(Permission::Overwrite) {
@@ -701,6 +709,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             Ok(received?)
         }
         .await;
+        // The Telnet Synch of an ABOR that stopped this upload (or came after
+        // it) must not abort the next one.
+        let _ = self.session.take_urgent();
         let command = if start_pos > 0 { "APPE" } else { "STOR" };
         match &result {
             Ok(bytes) => self.audit(user, command, path.as_ref(), *bytes, started, &Ok(())),

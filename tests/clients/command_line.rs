@@ -1,4 +1,5 @@
-//! Command-line clients: curl, lftp, busybox ftpput/ftpget and rclone.
+//! Command-line clients: curl, lftp, busybox ftpput/ftpget, rclone and
+//! netkit ftp-ssl.
 
 use super::*;
 
@@ -480,4 +481,76 @@ async fn rclone_copy_check_delete(backend: Backend) {
     run(rclone().args(["delete", "gw:backup"])).await;
     gw.settle().await;
     assert_eq!(file_keys(&gw).await, Vec::<String>::new(), "rclone delete");
+}
+
+// --------------------------------------------------------------- ftp-ssl
+
+/// netkit's `ftp-ssl` (Debian's FTPS command-line client, an old OpenSSL
+/// stack) ends an upload's TLS data connection without close_notify: by
+/// default the upload is refused and nothing is stored; with
+/// `tls.require_close_notify = false` the same upload is stored whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn netkit_ftp_ssl_upload_needs_require_close_notify_off() {
+    if !installed("ftp-ssl") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+        return;
+    };
+    for strict in [true, false] {
+        let Some(gw) = Gateway::start_with(
+            Backend::Local,
+            Options {
+                sections: format!(
+                    "{}require_close_notify = {strict}\n",
+                    tls_section(&cert, &key)
+                ),
+                ..Options::default()
+            },
+        )
+        .await
+        else {
+            return;
+        };
+        let data = payload(150_000, 7);
+        let local = scratch_file(&gw, "netkit.bin", &data);
+        let script = format!(
+            "user alice {PASSWORD}\nbinary\nput {} netkit.bin\nbye\n",
+            local.display()
+        );
+        let mut child = Command::new("ftp-ssl")
+            // -p passive, -n log in by the script's `user`; -z secure: fail
+            // rather than fall back to plain FTP.
+            .args(["-p", "-n", "-v", "-z", "secure", "-z"])
+            .arg(format!("cacert={}", cert.display()))
+            .args(["-z", "verify=1", "127.0.0.1", &gw.addr.port().to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start ftp-ssl");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin.write_all(script.as_bytes()).await.expect("script");
+        drop(stdin);
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("ftp-ssl finished")
+            .expect("ftp-ssl ran");
+        let transcript = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        gw.settle().await;
+        if strict {
+            assert!(transcript.contains("426"), "refused: {transcript}");
+            assert_eq!(gw.object("netkit.bin").await, None, "{transcript}");
+            assert_eq!(gw.local_leftovers(), Vec::<String>::new());
+        } else {
+            assert!(transcript.contains("226"), "accepted: {transcript}");
+            assert!(gw.object("netkit.bin").await == Some(data), "{transcript}");
+        }
+    }
 }

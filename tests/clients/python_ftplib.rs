@@ -111,3 +111,45 @@ async fn ftps_upload_without_close_notify_is_refused() {
     assert_eq!(gw.object("cut.bin").await, None, "nothing committed");
     assert_eq!(gw.local_leftovers(), Vec::<String>::new());
 }
+
+/// With `tls.require_close_notify = false` (vsftpd's
+/// `strict_ssl_read_eof=NO`) the same upload, ended by a plain close of the
+/// TLS data connection, is complete: 226 and every byte stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ftps_upload_without_close_notify_is_accepted_when_allowed() {
+    if !installed("python3") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+        return;
+    };
+    let Some(gw) = Gateway::start_with(
+        Backend::Local,
+        Options {
+            sections: format!("{}require_close_notify = false\n", tls_section(&cert, &key)),
+            ..Options::default()
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/clients/ftplib_tls_truncated.py"
+    );
+    let (stdout, _) = run(Command::new("python3")
+        .arg(script)
+        .args(["127.0.0.1", &gw.addr.port().to_string(), "alice", PASSWORD])
+        .arg(&cert)
+        .arg("cut.bin"))
+    .await;
+    let reply = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("reply: "))
+        .unwrap_or_else(|| panic!("no reply line: {stdout}"));
+    assert!(reply.starts_with("226"), "accepted: {reply}");
+    gw.settle().await;
+    assert_eq!(gw.object("cut.bin").await, Some(vec![b'x'; 100_000]));
+}

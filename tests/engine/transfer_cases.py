@@ -15,6 +15,8 @@ import ssl
 import sys
 
 REPLY_WAIT = 20
+# Longer than the data connection's TLS handshake deadline (30 s).
+STALL_WAIT = 90
 CHUNK = 64 * 1024
 
 IAC, IP, DM = b"\xff", b"\xf4", b"\xf2"
@@ -180,6 +182,24 @@ def case_data_tls_junk(ftp, name):
     ftp.storbinary("STOR " + name, io.BytesIO(b"after the junk"))
 
 
+def case_data_tls_stall(ftp, name):
+    """A data connection that never starts its TLS handshake: after the
+    handshake deadline (30 s) the data command is answered 425 and the
+    session goes on."""
+    host, port = ftp.makepasv()
+    silent = socket.create_connection((host, port), timeout=REPLY_WAIT)
+    ftp.sock.settimeout(STALL_WAIT)
+    ftp.putcmd("STOR " + name)
+    reply = ftp.getmultiline()
+    if reply.startswith("150"):
+        print(f"STOR: {reply}")
+        reply = ftp.getmultiline()
+    step("STOR over a silent data connection", reply, "425")
+    ftp.sock.settimeout(REPLY_WAIT)
+    silent.close()
+    step("NOOP after a stalled data handshake", ftp.sendcmd("NOOP"), "200")
+
+
 def case_tls_logins(host, port, user, password, cafile, count, workers):
     """COUNT fresh FTPS logins (AUTH TLS, USER, PASS, QUIT) from WORKERS
     threads; every one must succeed."""
@@ -256,6 +276,7 @@ def case_implicit(host, port, user, password, cafile, name):
 
 CASES = {
     "data-tls-junk": case_data_tls_junk,
+    "data-tls-stall": case_data_tls_stall,
     "during-upload": case_during_upload,
     "during-download": case_during_download,
     "abort-upload": case_abort_upload,
