@@ -116,6 +116,17 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
         ],
         "tls": {"enabled": True, "required": "all", "cert": SAMPLE_PEM, "key": SAMPLE_KEY},
     },
+    # Implicit FTPS published on 990, the pods listening unprivileged.
+    "implicit-ftps": {
+        "tls": {
+            "enabled": True,
+            "cert": SAMPLE_PEM,
+            "key": SAMPLE_KEY,
+            "requireCloseNotify": False,
+            "implicit": {"enabled": True, "port": 990},
+        },
+        "networkPolicy": {"enabled": True},
+    },
     "monitoring": {
         "metrics": {
             "serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}},
@@ -637,7 +648,8 @@ def check_affinity_service(
     # The Service lists exactly the passive range, unchanged, with affinity.
     service = one(docs, "Service", where, lambda d: d["spec"].get("type") in ("LoadBalancer", "NodePort"))
     spec = service["spec"]
-    listed = [p for p in spec["ports"] if p["name"] != "ftp"]
+    # Besides the passive range: the control port and implicit FTPS.
+    listed = [p for p in spec["ports"] if p["name"] not in ("ftp", "ftps")]
     numbers = [p["port"] for p in listed]
     checks.check(
         sorted(numbers) == sorted(passive) and len(numbers) == len(passive),
@@ -911,6 +923,21 @@ def check_expectations(checks: Checks, name: str, values: dict[str, Any], docs: 
         checks.check(sources == ["ftp-cloud"], where, f"credentials envFrom is {sources}")
         account = one(docs, "ServiceAccount", where)
         checks.check("eks.amazonaws.com/role-arn" in account["metadata"].get("annotations", {}), where, "IRSA annotation lost")
+    if name == "implicit-ftps":
+        config = tomllib.loads(one(docs, "ConfigMap", where)["data"]["config.toml"])
+        checks.check(config["tls"].get("implicit_listen") == "0.0.0.0:9990", where, "tls.implicit_listen not written")
+        checks.check(config["tls"].get("require_close_notify") is False, where, "tls.require_close_notify not written")
+        ports = {p["name"]: p["containerPort"] for p in pod["containers"][0]["ports"]}
+        checks.check(ports.get("ftps") == 9990, where, f"no ftps container port: {ports}")
+        service = one(docs, "Service", where, lambda d: d["spec"]["type"] == "LoadBalancer")
+        published = {p["name"]: (p["port"], p["targetPort"]) for p in service["spec"]["ports"]}
+        checks.check(published.get("ftps") == (990, "ftps"), where, f"implicit FTPS not on the Service: {published.get('ftps')}")
+        policy = one(docs, "NetworkPolicy", where)
+        allowed = {p.get("port") for rule in policy["spec"]["ingress"] for p in rule.get("ports", [])}
+        checks.check(9990 in allowed, where, "NetworkPolicy does not admit implicit FTPS")
+    elif "tls" in values:
+        config = tomllib.loads(one(docs, "ConfigMap", where)["data"]["config.toml"])
+        checks.check("implicit_listen" not in config.get("tls", {}), where, "implicit FTPS on although off")
     if name == "custom-range":
         config = tomllib.loads(one(docs, "ConfigMap", where)["data"]["config.toml"])
         checks.check(config["server"]["passive_ports"] == "40000-40004", where, "custom passive range not written")

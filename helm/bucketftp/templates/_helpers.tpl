@@ -70,6 +70,9 @@ Fixed ports inside the pod (the image EXPOSEs them).
 */}}
 {{- define "bucketftp.controlPort" -}}2121{{- end }}
 {{- define "bucketftp.httpPort" -}}9090{{- end }}
+{{- /* Implicit FTPS inside the pod (unprivileged; the Service maps tls.implicit.port to it). */}}
+{{- define "bucketftp.implicitPort" -}}9990{{- end }}
+{{- define "bucketftp.implicitEnabled" -}}{{ if and .Values.tls.enabled .Values.tls.implicit.enabled }}true{{ end }}{{- end }}
 
 {{/*
 The passive ports as a list of integers, after checking the range.
@@ -315,6 +318,10 @@ memory_budget = "{{ $half }}"
 cert = "/etc/bucketftp-tls/tls.crt"
 key = "/etc/bucketftp-tls/tls.key"
 required = {{ .Values.tls.required | toJson }}
+require_close_notify = {{ .Values.tls.requireCloseNotify }}
+{{- if include "bucketftp.implicitEnabled" . }}
+implicit_listen = "0.0.0.0:{{ include "bucketftp.implicitPort" . }}"
+{{- end }}
 {{- end }}
 {{ end }}
 

@@ -144,6 +144,11 @@ spec:
         - name: http
           containerPort: {{ include "bucketftp.httpPort" . }}
           protocol: TCP
+        {{- if include "bucketftp.implicitEnabled" . }}
+        - name: ftps
+          containerPort: {{ include "bucketftp.implicitPort" . }}
+          protocol: TCP
+        {{- end }}
       {{- with .Values.startupProbe }}
       startupProbe:
         {{- toYaml . | nindent 8 }}
