@@ -118,6 +118,10 @@ pub struct RawServer {
     pub shutdown_grace: String,
     /// Answer MKD of an existing directory with success (for devices that disconnect on 550).
     pub mkd_existing_ok: bool,
+    /// Expect a PROXY protocol header (v1 or v2) on every control and data connection; the client address in it is the one limits, allowed_ips and logs use.
+    pub proxy_protocol: bool,
+    /// With proxy_protocol: accept connections only from these networks (the load balancers); empty = from anywhere.
+    pub proxy_protocol_from: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -137,6 +141,8 @@ impl Default for RawServer {
             max_uploads: 0,
             shutdown_grace: "30s".into(),
             mkd_existing_ok: false,
+            proxy_protocol: false,
+            proxy_protocol_from: Vec::new(),
         }
     }
 }
@@ -419,6 +425,23 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Answer MKD of an existing directory with success (for devices that disconnect on 550).
     pub mkd_existing_ok: bool,
+    /// PROXY protocol on every accepted connection, when on.
+    pub proxy_protocol: Option<ProxyProtocol>,
+}
+
+/// `server.proxy_protocol` on: where headers may come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxyProtocol {
+    /// The load balancers' networks; empty = any address.
+    pub trusted: Vec<IpNet>,
+}
+
+impl ProxyProtocol {
+    /// Whether a connection from `ip` may carry a header (and so name
+    /// another client).
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted.is_empty() || self.trusted.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// Log output format.
@@ -632,6 +655,9 @@ pub fn load(
         .prefix_separator("__")
         .separator("__")
         .try_parsing(true)
+        // Lists from the environment are comma-separated.
+        .list_separator(",")
+        .with_list_parse_key("server.proxy_protocol_from")
         .source(Some(
             env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         ));
@@ -711,6 +737,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
         max_uploads: (s.max_uploads > 0).then_some(s.max_uploads),
         shutdown_grace: parse_duration("server.shutdown_grace", &s.shutdown_grace)?,
         mkd_existing_ok: s.mkd_existing_ok,
+        proxy_protocol: parse_proxy_protocol(s)?,
     };
     if server.greeting.contains(['\r', '\n']) {
         return Err(invalid(
@@ -1113,6 +1140,31 @@ fn existing_file(key: &str, path: &Path) -> Result<PathBuf, ConfigError> {
             "file does not exist",
         ))
     }
+}
+
+/// `server.proxy_protocol` and the networks it is accepted from.
+fn parse_proxy_protocol(s: &RawServer) -> Result<Option<ProxyProtocol>, ConfigError> {
+    let trusted = s
+        .proxy_protocol_from
+        .iter()
+        .map(|v| {
+            parse_network(v).ok_or_else(|| {
+                invalid(
+                    "server.proxy_protocol_from",
+                    v,
+                    "expected an IP address or CIDR network (e.g. 10.0.0.0/8)",
+                )
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if !s.proxy_protocol && !trusted.is_empty() {
+        return Err(invalid(
+            "server.proxy_protocol_from",
+            &s.proxy_protocol_from.join(","),
+            "needs server.proxy_protocol = true",
+        ));
+    }
+    Ok(s.proxy_protocol.then_some(ProxyProtocol { trusted }))
 }
 
 fn parse_network(value: &str) -> Option<IpNet> {

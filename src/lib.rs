@@ -46,6 +46,7 @@ pub mod local_attributes;
 pub mod memory_budget;
 pub mod metrics;
 pub mod paths;
+pub mod proxy_protocol;
 pub mod server;
 pub mod storage_check;
 pub mod store_url;

@@ -22,11 +22,12 @@
 
 use crate::auth::{Accounts, SessionUser};
 use crate::backend::{BackendSettings, ObjectBackend};
-use crate::config::{Config, PassiveHost, TlsRequired};
+use crate::config::{Config, PassiveHost, ProxyProtocol, TlsRequired};
+use crate::proxy_protocol::ProxiedAddress;
 use crate::tls::TlsCertificates;
 use crate::transfers::{SessionContext, Transfers};
 use futures::future::Either;
-use libunftp::options::{ActivePassiveMode, FtpsRequired};
+use libunftp::options::{ActivePassiveMode, DataConnectionSource, FtpsRequired};
 use libunftp::ServerBuilder;
 use std::collections::HashMap;
 use std::future::Future;
@@ -159,6 +160,20 @@ impl FtpService {
 
     async fn session(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+        let peer = match &self.config.server.proxy_protocol {
+            None => peer,
+            Some(proxy) => match proxied_client(proxy, &mut stream, peer).await {
+                Ok(client) => client,
+                Err(reason) => {
+                    crate::metrics::session_rejected("proxy_protocol");
+                    tracing::warn!(proxy_ip = %peer.ip(), reason, "connection refused: PROXY protocol");
+                    // No reply: the sender is not speaking FTP to us (a
+                    // balancer misconfigured, or a client going around it).
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            },
+        };
         let Some(_slot) = self.limits.admit(peer.ip()) else {
             crate::metrics::session_rejected("limit");
             tracing::warn!(client_ip = %peer.ip(), "session refused: too many connections");
@@ -223,10 +238,20 @@ impl FtpService {
             }
             Err(e) => return Err(e),
         };
-        let service = if implicit_tls {
-            Either::Left(server.service_implicit_tls(stream))
-        } else {
-            Either::Right(server.service(stream))
+        let service = match &self.config.server.proxy_protocol {
+            // The control connection's header is read; libunftp takes the
+            // client from us and reads the data connections' headers
+            // through us (engine patch 0306).
+            Some(proxy) => Either::Left(server.service_proxied(
+                stream,
+                peer,
+                data_connection_source(proxy),
+                implicit_tls,
+            )),
+            None if implicit_tls => {
+                Either::Right(Either::Left(server.service_implicit_tls(stream)))
+            }
+            None => Either::Right(Either::Right(server.service(stream))),
         };
         tokio::pin!(service);
         let login_timeout = self.config.server.login_timeout;
@@ -328,6 +353,51 @@ async fn accept_on(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream
         Some(listener) => listener.accept().await,
         None => std::future::pending().await,
     }
+}
+
+/// How long a connection may take to send its PROXY header. Balancers send
+/// it at once with the connection; this only bounds a stray client.
+const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The client behind a balancer's connection, from its PROXY header; the
+/// connection's own address for a `LOCAL` header (the balancer's health
+/// check). `Err` says why the connection is refused.
+async fn proxied_client(
+    proxy: &ProxyProtocol,
+    stream: &mut TcpStream,
+    peer: SocketAddr,
+) -> Result<SocketAddr, String> {
+    if !proxy.trusts(peer.ip()) {
+        return Err("not from server.proxy_protocol_from".into());
+    }
+    match crate::proxy_protocol::read_header(stream, PROXY_HEADER_TIMEOUT).await {
+        Ok(ProxiedAddress::Client { source, .. }) => {
+            Ok(SocketAddr::new(source.ip().to_canonical(), source.port()))
+        }
+        Ok(ProxiedAddress::Local) => Ok(peer),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// How passive data connections through the balancer name their client:
+/// by the same header, from the same trusted networks. A connection without
+/// a valid header is dropped (the client's own is still awaited).
+fn data_connection_source(proxy: &ProxyProtocol) -> DataConnectionSource {
+    let proxy = proxy.clone();
+    DataConnectionSource(Arc::new(move |mut stream: TcpStream| {
+        let proxy = proxy.clone();
+        Box::pin(async move {
+            let peer = stream.peer_addr().ok()?;
+            let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
+            match proxied_client(&proxy, &mut stream, peer).await {
+                Ok(client) => Some((stream, client)),
+                Err(reason) => {
+                    tracing::warn!(proxy_ip = %peer.ip(), reason, "data connection refused: PROXY protocol");
+                    None
+                }
+            }
+        })
+    }))
 }
 
 /// How long sessions get, after the transfers drained, to send their last

@@ -1,10 +1,17 @@
-//! Several replicas behind one load balancer, as docs/kubernetes.md
-//! designs it: three gateways on one S3 (emulator) bucket, haproxy in TCP
-//! mode in front with client-IP affinity, the same passive range on every
-//! replica and `server.passive_host` set to the load balancer's address.
-//! Clients come from 51 loopback addresses, so affinity has clients to
-//! spread. What the bucket holds is read through the emulator's own API
-//! (tests/fleet/bucket_state.py), never through bucketftp.
+//! Several replicas behind one load balancer, in the two topologies of
+//! docs/kubernetes.md: three gateways on one S3 (emulator) bucket with
+//! haproxy in TCP mode in front and `server.passive_host` set to the load
+//! balancer's address.
+//!
+//! - Client-IP affinity: control and data connections of a client stick to
+//!   one replica, the same passive range on every replica.
+//! - Any L4 balancer: round-robin control connections, one passive range
+//!   per replica, PROXY protocol v2 on every connection (issue #20;
+//!   tests/fleet/proxied.rs).
+//!
+//! Clients come from 51 loopback addresses. What the bucket holds is read
+//! through the emulator's own API (tests/fleet/bucket_state.py), never
+//! through bucketftp.
 //!
 //! Needs the S3 emulator (`source .ci/emulators.sh`) and haproxy; without
 //! them the test says so loudly and is skipped, unless
@@ -19,6 +26,8 @@ mod common;
 mod ftp_client;
 #[path = "fleet/haproxy.rs"]
 mod haproxy;
+#[path = "fleet/proxied.rs"]
+mod proxied;
 #[path = "fleet/workload.rs"]
 mod workload;
 
@@ -26,6 +35,7 @@ use bucket::sha256_hex;
 use cluster::{Fleet, Replica};
 use common::payload;
 use ftp_client::Failure;
+use haproxy::Topology;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -55,12 +65,17 @@ fn client_ips() -> Vec<Ipv4Addr> {
     (10..=60).map(|n| Ipv4Addr::new(127, 0, 0, n)).collect()
 }
 
+/// The two topologies' tests run one after the other: two fleets of 200
+/// sessions at once would only test the machine.
+static ONE_FLEET: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Client address → replica id, as haproxy's stick table holds it.
 type Affinity = BTreeMap<Ipv4Addr, u32>;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_behind_haproxy_keep_affinity_and_drain_cleanly() {
-    let Some(mut fleet) = Fleet::start().await else {
+    let _one_fleet_at_a_time = ONE_FLEET.lock().await;
+    let Some(mut fleet) = Fleet::start(Topology::Affinity).await else {
         return;
     };
     let started = std::time::Instant::now();
@@ -80,6 +95,25 @@ async fn replicas_behind_haproxy_keep_affinity_and_drain_cleanly() {
     );
     bucket::delete(&format!("{}/", fleet.prefix)).await;
     eprintln!("fleet test done in {:?}", started.elapsed());
+}
+
+/// The second topology, for any L4 balancer (docs/kubernetes.md,
+/// "Per-replica passive ranges"): round-robin control connections, one
+/// passive range per replica, PROXY protocol v2 on control and data
+/// connections (tests/fleet/proxied.rs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_behind_a_round_robin_balancer_with_proxy_protocol() {
+    let _one_fleet_at_a_time = ONE_FLEET.lock().await;
+    let Some(mut fleet) = Fleet::start(Topology::ProxyProtocol).await else {
+        return;
+    };
+    let started = std::time::Instant::now();
+    proxied::round_robin_sessions_land_intact(&fleet).await;
+    eprintln!("round-robin phase 1 done after {:?}", started.elapsed());
+    proxied::replicas_judge_the_clients_addresses(&fleet).await;
+    proxied::rolling_restart_fails_only_that_replicas_sessions(&mut fleet).await;
+    bucket::delete(&format!("{}/", fleet.prefix)).await;
+    eprintln!("round-robin fleet test done in {:?}", started.elapsed());
 }
 
 /// Phase 1: 200 sessions at once, PASV and EPSV, each STOR + LIST + RETR
@@ -210,6 +244,7 @@ async fn stopping_a_replica_fails_only_its_sessions_cleanly(
             source,
             to,
             count.clone(),
+            Arc::default(),
             stop_rx.clone(),
         ));
     }

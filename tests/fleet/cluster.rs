@@ -1,15 +1,15 @@
 //! The fleet under test: three `bucketftp` processes on distinct loopback
 //! addresses, one S3 emulator bucket, and haproxy in TCP mode in front
-//! (tests/fleet/haproxy.rs), as docs/kubernetes.md describes for a load
-//! balancer with client-IP affinity.
+//! (tests/fleet/haproxy.rs) in one of two topologies.
 //!
 //! libunftp opens each passive socket on the address the control
 //! connection arrived at (`passive_common::try_port_range` binds
-//! `local_addr.ip()`), so every replica uses the same passive range on its
-//! own address and haproxy listens on that range on 127.0.0.1.
+//! `local_addr.ip()`), so replicas can share a passive range on their own
+//! addresses (affinity) or each have its own (PROXY protocol topology);
+//! haproxy listens on the ranges on 127.0.0.1.
 
 use crate::common::{cheap_hash, http_get, storage_for, Backend, PASSWORD};
-use crate::haproxy::{self, Balancer, BALANCER_IP};
+use crate::haproxy::{self, Balancer, Topology, BALANCER_IP};
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -82,6 +82,8 @@ pub struct Fleet {
     pub balancer: Balancer,
     /// The key prefix in the emulator's bucket that the fleet serves.
     pub prefix: String,
+    /// How haproxy spreads connections.
+    pub topology: Topology,
     /// Config, logs, haproxy's socket.
     pub dir: tempfile::TempDir,
 }
@@ -90,7 +92,7 @@ impl Fleet {
     /// Starts the fleet, or `None` (after a loud message) when the S3
     /// emulator or haproxy is missing; with `BUCKETFTP_REQUIRE_EMULATORS=1`
     /// a missing piece is a failure instead.
-    pub async fn start() -> Option<Fleet> {
+    pub async fn start(topology: Topology) -> Option<Fleet> {
         let dir = tempfile::tempdir().expect("tempdir");
         let (url, options) = storage_for(Backend::S3, dir.path(), "fleet")?;
         let program = haproxy::binary()?;
@@ -100,58 +102,104 @@ impl Fleet {
             .expect("prefix in url")
             .to_string();
         let config = dir.path().join("bucketftp.toml");
-        std::fs::write(&config, gateway_config(&url, &options)).expect("write config");
+        std::fs::write(&config, gateway_config(&url, &options, topology)).expect("write config");
 
         let replica_ports: Vec<(SocketAddr, SocketAddr)> = REPLICA_IPS
             .iter()
             .map(|ip| (free_addr(*ip), free_addr(*ip)))
             .collect();
-        let balancer = haproxy::start(&program, dir.path(), &replica_ports).await;
-        let mut replicas = Vec::new();
-        for (i, (ip, (ftp, http))) in REPLICA_IPS.iter().zip(&replica_ports).enumerate() {
-            let id = i as u32 + 1;
-            let log = dir.path().join(format!("replica-{id}.log"));
-            let child = Command::new(env!("CARGO_BIN_EXE_bucketftp"))
-                .arg("--config")
-                .arg(&config)
-                .args(["--listen", &ftp.to_string(), "--http", &http.to_string()])
-                .args([
-                    "--passive-ports",
-                    &format!("{}-{}", balancer.passive.start(), balancer.passive.end()),
-                ])
-                .env_remove("BUCKETFTP_CONFIG")
-                // What docs/kubernetes.md sets on every pod.
-                .env("BUCKETFTP__SERVER__PASSIVE_HOST", BALANCER_IP.to_string())
-                .env("BUCKETFTP__SERVER__SHUTDOWN_GRACE", "2s")
-                // haproxy connects from its own address: every client is
-                // 127.0.0.1 to the replicas.
-                .env("BUCKETFTP__SERVER__MAX_SESSIONS_PER_IP", "1000")
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).expect("log file"))
-                .kill_on_drop(true)
-                .spawn()
-                .expect("start bucketftp");
-            replicas.push(Replica {
-                id,
-                ip: *ip,
-                ftp: *ftp,
-                http: *http,
-                child,
-                log,
-            });
-        }
-        for replica in &mut replicas {
-            wait_ready(replica).await;
-        }
-        balancer
-            .wait_health(&(1..=3).map(|id| (id, "UP")).collect())
-            .await;
-        Some(Fleet {
-            replicas,
+        let balancer = haproxy::start(&program, dir.path(), &replica_ports, topology).await;
+        let mut fleet = Fleet {
+            replicas: Vec::new(),
             balancer,
             prefix,
+            topology,
             dir,
-        })
+        };
+        for (i, (ip, (ftp, http))) in REPLICA_IPS.iter().zip(&replica_ports).enumerate() {
+            let replica = fleet.spawn(i as u32 + 1, *ip, *ftp, *http);
+            fleet.replicas.push(replica);
+        }
+        for replica in &mut fleet.replicas {
+            wait_ready(replica).await;
+        }
+        fleet
+            .balancer
+            .wait_health(&(1..=3).map(|id| (id, "UP")).collect())
+            .await;
+        Some(fleet)
+    }
+
+    /// Starts replica `id` (again, after it stopped: same addresses, same
+    /// passive range, as a StatefulSet pod comes back).
+    fn spawn(&self, id: u32, ip: Ipv4Addr, ftp: SocketAddr, http: SocketAddr) -> Replica {
+        let log = self.dir.path().join(format!("replica-{id}.log"));
+        let passive = &self.balancer.passive[id as usize - 1];
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bucketftp"));
+        command
+            .arg("--config")
+            .arg(self.dir.path().join("bucketftp.toml"))
+            .args(["--listen", &ftp.to_string(), "--http", &http.to_string()])
+            .args([
+                "--passive-ports",
+                &format!("{}-{}", passive.start(), passive.end()),
+            ])
+            .env_remove("BUCKETFTP_CONFIG")
+            // What docs/kubernetes.md sets on every pod.
+            .env("BUCKETFTP__SERVER__PASSIVE_HOST", BALANCER_IP.to_string())
+            .env("BUCKETFTP__SERVER__SHUTDOWN_GRACE", "2s")
+            // Tells the clients which replica they reached.
+            .env(
+                "BUCKETFTP__SERVER__GREETING",
+                format!("bucketftp replica {id} ready"),
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .expect("log file"),
+            )
+            .kill_on_drop(true);
+        match self.topology {
+            // haproxy connects from its own address: every client is
+            // 127.0.0.1 to the replicas.
+            Topology::Affinity => {
+                command.env("BUCKETFTP__SERVER__MAX_SESSIONS_PER_IP", "1000");
+            }
+            // The clients' own addresses, from the header; only haproxy
+            // (127.0.0.1) may send one.
+            Topology::ProxyProtocol => {
+                command
+                    .env("BUCKETFTP__SERVER__PROXY_PROTOCOL", "true")
+                    .env("BUCKETFTP__SERVER__PROXY_PROTOCOL_FROM", "127.0.0.1/32");
+            }
+        }
+        let child = command.spawn().expect("start bucketftp");
+        Replica {
+            id,
+            ip,
+            ftp,
+            http,
+            child,
+            log,
+        }
+    }
+
+    /// Starts a stopped replica again and waits until haproxy sends it
+    /// sessions.
+    pub async fn restart(&mut self, id: u32) {
+        let index = id as usize - 1;
+        let (ip, ftp, http) = {
+            let old = &self.replicas[index];
+            (old.ip, old.ftp, old.http)
+        };
+        self.replicas[index] = self.spawn(id, ip, ftp, http);
+        wait_ready(&mut self.replicas[index]).await;
+        self.balancer
+            .wait_health(&[(id, "UP")].into_iter().collect())
+            .await;
     }
 
     /// Everything the replicas and haproxy logged, for a failure message.
@@ -174,7 +222,7 @@ impl Fleet {
 
 /// The configuration every replica shares: the bucket, and one account
 /// with a cheap hash (200 logins at once should not be an argon2 benchmark).
-fn gateway_config(url: &str, options: &BTreeMap<String, String>) -> String {
+fn gateway_config(url: &str, options: &BTreeMap<String, String>, topology: Topology) -> String {
     let mut text = String::from("[server]\nactive_mode = false\nidle_timeout = \"2m\"\n\n");
     text.push_str(&format!(
         "[storage]\nurl = {url:?}\npart_size = \"5MiB\"\n\n[storage.options]\n"
@@ -186,6 +234,12 @@ fn gateway_config(url: &str, options: &BTreeMap<String, String>) -> String {
         "\n[[users]]\nname = \"alice\"\npassword_hash = {:?}\nhome = \"/\"\npermissions = [\"all\"]\n",
         cheap_hash(PASSWORD)
     ));
+    if topology == Topology::ProxyProtocol {
+        // The clients are 127.0.0.10-60; behind the balancer without the
+        // header every connection would come from 127.0.0.1, inside this
+        // network too, so refusing 127.0.0.100 proves the header is used.
+        text.push_str("allowed_ips = [\"127.0.0.0/26\"]\n");
+    }
     text
 }
 

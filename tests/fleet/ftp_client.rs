@@ -78,6 +78,8 @@ pub enum Pace {
 
 /// A logged-in control connection from one source address.
 pub struct Session {
+    /// The server's greeting (the fleet's replicas name themselves in it).
+    pub greeting: String,
     source: Ipv4Addr,
     server: SocketAddr,
     passive: Passive,
@@ -114,13 +116,14 @@ impl Session {
             .map_err(|e| io_failure("connect", e))?;
         let (read, writer) = stream.into_split();
         let mut session = Session {
+            greeting: String::new(),
             source,
             server,
             passive,
             reader: BufReader::new(read),
             writer,
         };
-        session.expect_reply("greeting", &[220]).await?;
+        session.greeting = session.expect_reply("greeting", &[220]).await?.text;
         session.command(&format!("USER {user}"), &[331]).await?;
         session.send(&format!("PASS {password}")).await?;
         session.expect_reply("PASS", &[230]).await?;

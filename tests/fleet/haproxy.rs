@@ -23,12 +23,27 @@ const PASSIVE_SPAN: u16 = 500;
 /// where no outgoing connection of haproxy or the clients can hold one.
 const PASSIVE_FLOOR: u16 = 61000;
 
+/// How haproxy spreads connections over the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topology {
+    /// docs/kubernetes.md's simple mode: client-IP affinity for control and
+    /// data connections, one passive range shared by every replica, the
+    /// replicas see haproxy's address.
+    Affinity,
+    /// Any L4 balancer: control connections round-robin, each replica its
+    /// own passive range (a data connection finds its replica by port
+    /// alone), and a PROXY protocol v2 header on every connection, so the
+    /// replicas see the clients' addresses.
+    ProxyProtocol,
+}
+
 /// haproxy in front of the replicas.
 pub struct Balancer {
     /// Where clients connect.
     pub control: SocketAddr,
-    /// The passive range, identical on haproxy and every replica.
-    pub passive: RangeInclusive<u16>,
+    /// Each replica's passive range, in server-id order (all the same with
+    /// [`Topology::Affinity`]).
+    pub passive: Vec<RangeInclusive<u16>>,
     child: Child,
     socket: PathBuf,
     log: PathBuf,
@@ -135,7 +150,12 @@ pub fn binary() -> Option<PathBuf> {
 
 /// Starts haproxy on a passive range that is free on 127.0.0.1, trying
 /// another range if a port was taken meanwhile.
-pub async fn start(haproxy: &Path, dir: &Path, replicas: &[(SocketAddr, SocketAddr)]) -> Balancer {
+pub async fn start(
+    haproxy: &Path,
+    dir: &Path,
+    replicas: &[(SocketAddr, SocketAddr)],
+    topology: Topology,
+) -> Balancer {
     let blocks = (u16::MAX - PASSIVE_FLOOR) / PASSIVE_SPAN;
     let first = (std::process::id() % u32::from(blocks)) as u16;
     let mut last_log = String::new();
@@ -152,8 +172,23 @@ pub async fn start(haproxy: &Path, dir: &Path, replicas: &[(SocketAddr, SocketAd
         let socket = dir.join("haproxy.sock");
         let cfg = dir.join("haproxy.cfg");
         let log = dir.join("haproxy.log");
-        std::fs::write(&cfg, haproxy_config(control, &passive, replicas, &socket))
-            .expect("write haproxy.cfg");
+        let passive: Vec<RangeInclusive<u16>> = match topology {
+            Topology::Affinity => vec![passive; replicas.len()],
+            Topology::ProxyProtocol => {
+                let width = PASSIVE_SPAN / replicas.len() as u16;
+                (0..replicas.len() as u16)
+                    .map(|n| {
+                        let start = passive.start() + n * width;
+                        start..=start + width - 1
+                    })
+                    .collect()
+            }
+        };
+        let text = match topology {
+            Topology::Affinity => haproxy_config(control, &passive[0], replicas, &socket),
+            Topology::ProxyProtocol => proxy_protocol_config(control, &passive, replicas, &socket),
+        };
+        std::fs::write(&cfg, text).expect("write haproxy.cfg");
         let mut child = Command::new(haproxy)
             .arg("-f")
             .arg(&cfg)
@@ -278,6 +313,65 @@ backend passive
         low = passive.start(),
         high = passive.end(),
     )
+}
+
+/// haproxy's configuration for [`Topology::ProxyProtocol`]: what an AWS NLB
+/// with proxy protocol v2 on its target groups does, with one listener per
+/// replica range.
+fn proxy_protocol_config(
+    control: SocketAddr,
+    passive: &[RangeInclusive<u16>],
+    replicas: &[(SocketAddr, SocketAddr)],
+    socket: &Path,
+) -> String {
+    let mut text = format!(
+        r#"global
+    maxconn 4000
+    stats socket {socket} mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 2s
+    timeout client 2m
+    timeout server 2m
+
+frontend ftp_control
+    bind {control}
+    default_backend control
+
+# Control connections: round-robin, no stickiness at all. Health checks
+# (on the HTTP port, without a PROXY header) take a stopped replica out.
+backend control
+    balance roundrobin
+    option redispatch
+    retries 2
+    option httpchk
+    http-check send meth GET uri /readyz
+    timeout check 6s
+    default-server inter 500ms fall 2 rise 1
+"#,
+        socket = socket.display(),
+    );
+    for (i, (ftp, http)) in replicas.iter().enumerate() {
+        let id = i + 1;
+        text.push_str(&format!(
+            "    server r{id} {ftp} id {id} send-proxy-v2 check port {}\n",
+            http.port()
+        ));
+    }
+    // Data connections: replica n's range goes to replica n, port for port
+    // (no port on the server line keeps the client's), with a header too.
+    for (i, ((ftp, _), range)) in replicas.iter().zip(passive).enumerate() {
+        let id = i + 1;
+        text.push_str(&format!(
+            "\nfrontend ftp_passive_{id}\n    bind {balancer}:{low}-{high}\n    default_backend passive_{id}\n\nbackend passive_{id}\n    server r{id} {ip} send-proxy-v2\n",
+            balancer = BALANCER_IP,
+            low = range.start(),
+            high = range.end(),
+            ip = ftp.ip(),
+        ));
+    }
+    text
 }
 
 /// One command on haproxy's runtime API.

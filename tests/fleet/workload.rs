@@ -6,7 +6,7 @@ use crate::bucket::sha256_hex;
 use crate::common::{payload, PASSWORD};
 use crate::ftp_client::{Failure, Pace, Passive, Session};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -103,13 +103,25 @@ pub struct Looped {
     pub failure: Option<Failure>,
 }
 
+/// The replica id in a fleet replica's greeting (`bucketftp replica N ready`).
+pub fn replica_of(greeting: &str) -> Option<u32> {
+    greeting
+        .split_whitespace()
+        .skip_while(|w| *w != "replica")
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
 /// One session that stores a small file and reads it back, again and again
 /// (counting rounds in `rounds`), until `stop` or the first failure.
+/// `replica` is set to the id of the replica that greeted it.
 pub async fn looper(
     n: usize,
     source: Ipv4Addr,
     to: SocketAddr,
     rounds: Arc<AtomicUsize>,
+    replica: Arc<AtomicU32>,
     stop: watch::Receiver<bool>,
 ) -> Looped {
     let mut looped = Looped {
@@ -118,7 +130,10 @@ pub async fn looper(
         failure: None,
     };
     let mut ftp = match bounded(login(source, to, passive_for(n))).await {
-        Ok(ftp) => ftp,
+        Ok(ftp) => {
+            replica.store(replica_of(&ftp.greeting).unwrap_or(0), Ordering::SeqCst);
+            ftp
+        }
         Err(f) => {
             looped.failure = Some(f);
             return looped;
