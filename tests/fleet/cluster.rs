@@ -148,6 +148,11 @@ impl Fleet {
             // What docs/kubernetes.md sets on every pod.
             .env("BUCKETFTP__SERVER__PASSIVE_HOST", BALANCER_IP.to_string())
             .env("BUCKETFTP__SERVER__SHUTDOWN_GRACE", "2s")
+            // Listings without a HEAD per file for stored times: 200
+            // sessions each listing a directory of up to 200 files would
+            // send the emulator tens of thousands of HEADs, which tests
+            // the emulator (tests/modification_times.rs tests the times).
+            .env("BUCKETFTP__STORAGE__LISTING_MTIME_LIMIT", "0")
             // Tells the clients which replica they reached.
             .env(
                 "BUCKETFTP__SERVER__GREETING",
