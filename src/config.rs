@@ -1160,7 +1160,7 @@ fn parse_proxy_protocol(s: &RawServer) -> Result<Option<ProxyProtocol>, ConfigEr
     if !s.proxy_protocol && !trusted.is_empty() {
         return Err(invalid(
             "server.proxy_protocol_from",
-            &s.proxy_protocol_from.join(","),
+            s.proxy_protocol_from.join(","),
             "needs server.proxy_protocol = true",
         ));
     }
