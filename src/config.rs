@@ -1300,6 +1300,57 @@ mod tests {
     }
 
     #[test]
+    fn proxy_protocol_keys() {
+        assert_eq!(from_toml("").unwrap().server.proxy_protocol, None);
+        let on = from_toml(
+            "[server]\nproxy_protocol = true\nproxy_protocol_from = [\"10.0.0.0/8\", \"192.0.2.7\"]",
+        )
+        .unwrap()
+        .server
+        .proxy_protocol
+        .unwrap();
+        assert!(on.trusts("10.1.2.3".parse().unwrap()));
+        assert!(on.trusts("192.0.2.7".parse().unwrap()));
+        assert!(!on.trusts("192.0.2.8".parse().unwrap()));
+        let anywhere = from_toml("[server]\nproxy_protocol = true").unwrap();
+        assert!(anywhere
+            .server
+            .proxy_protocol
+            .unwrap()
+            .trusts("203.0.113.1".parse().unwrap()));
+        for (text, value) in [
+            (
+                "[server]\nproxy_protocol = true\nproxy_protocol_from = [\"lb.example\"]",
+                "lb.example",
+            ),
+            (
+                "[server]\nproxy_protocol_from = [\"10.0.0.0/8\"]",
+                "10.0.0.0/8",
+            ),
+        ] {
+            let err = from_toml(text).unwrap_err().to_string();
+            assert!(
+                err.contains("server.proxy_protocol_from") && err.contains(value),
+                "{err}"
+            );
+        }
+        // From the environment, a comma-separated list.
+        let env: BTreeMap<String, String> = [
+            (
+                "BUCKETFTP__SERVER__PROXY_PROTOCOL".to_string(),
+                "true".to_string(),
+            ),
+            (
+                "BUCKETFTP__SERVER__PROXY_PROTOCOL_FROM".to_string(),
+                "10.0.0.0/8,127.0.0.1/32".to_string(),
+            ),
+        ]
+        .into();
+        let c = load(None, &env, &Overrides::default()).unwrap();
+        assert_eq!(c.server.proxy_protocol.unwrap().trusted.len(), 2);
+    }
+
+    #[test]
     fn passive_host_forms() {
         assert_eq!(
             parse_passive_host("from-connection").unwrap(),
