@@ -241,7 +241,7 @@ impl FtpService {
         let service = match &self.config.server.proxy_protocol {
             // The control connection's header is read; libunftp takes the
             // client from us and reads the data connections' headers
-            // through us (engine patch 0306).
+            // through us (engine patch 0310).
             Some(proxy) => Either::Left(server.service_proxied(
                 stream,
                 peer,
