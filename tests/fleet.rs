@@ -356,21 +356,7 @@ async fn stopping_a_replica_fails_only_its_sessions_cleanly(
         stored.len()
     );
 
-    let phase2 = format!("{}/phase2/", fleet.prefix);
-    poll_until("no multipart upload left", || async {
-        bucket::state(&phase2).await.uploads.is_empty()
-    })
-    .await;
-    let landed: BTreeMap<String, String> = bucket::state(&phase2)
-        .await
-        .objects
-        .into_iter()
-        .map(|(key, (_, sha))| (key, sha))
-        .collect();
-    assert_eq!(
-        landed, stored,
-        "the bucket holds exactly the uploads answered 226"
-    );
+    holds_exactly_what_was_answered_226(fleet, "phase2", &stored).await;
     for replica in fleet.replicas.iter().filter(|r| r.id != VICTIM) {
         let [_, up_failed, _, down_failed] = transfer_counts(replica).await;
         assert_eq!(
@@ -419,6 +405,31 @@ async fn clients_of_the_stopped_replica_reconnect_elsewhere(fleet: &Fleet) {
     );
     let state = bucket::state(&format!("{}/phase3/", fleet.prefix)).await;
     assert_eq!(state.objects, expected, "phase 3 objects");
+}
+
+/// Once no multipart upload is left under `dir`, the objects there are
+/// exactly `stored` (key → SHA-256): every upload answered 226, complete,
+/// and nothing else.
+async fn holds_exactly_what_was_answered_226(
+    fleet: &Fleet,
+    dir: &str,
+    stored: &BTreeMap<String, String>,
+) {
+    let prefix = format!("{}/{dir}/", fleet.prefix);
+    poll_until("no multipart upload left", || async {
+        bucket::state(&prefix).await.uploads.is_empty()
+    })
+    .await;
+    let landed: BTreeMap<String, String> = bucket::state(&prefix)
+        .await
+        .objects
+        .into_iter()
+        .map(|(key, (_, sha))| (key, sha))
+        .collect();
+    assert_eq!(
+        &landed, stored,
+        "the bucket holds exactly the uploads answered 226"
+    );
 }
 
 /// Upload and download successes and failures counted by one replica.

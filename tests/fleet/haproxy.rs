@@ -253,22 +253,9 @@ fn haproxy_config(
         ));
         passive_servers.push_str(&format!("    server r{id} {} id {id}\n", ftp.ip()));
     }
+    let preamble = preamble(control, socket);
     format!(
-        r#"global
-    maxconn 4000
-    stats socket {socket} mode 600 level admin
-
-defaults
-    mode tcp
-    timeout connect 2s
-    # Longer than any upload the test holds open.
-    timeout client 2m
-    timeout server 2m
-
-frontend ftp_control
-    bind {control}
-    default_backend control
-
+        r#"{preamble}
 # Control connections: a new client address is spread by hashing it
 # (consistent hashing: a replica going down moves only its own clients) and
 # remembered in the fleet's one stick table. A remembered client stays on
@@ -308,10 +295,32 @@ backend passive
     balance source
     hash-type consistent
 {passive_servers}"#,
-        socket = socket.display(),
         balancer = BALANCER_IP,
         low = passive.start(),
         high = passive.end(),
+    )
+}
+
+/// What both topologies' configurations start with: the runtime socket,
+/// TCP mode, and the control port's frontend.
+fn preamble(control: SocketAddr, socket: &Path) -> String {
+    format!(
+        r#"global
+    maxconn 4000
+    stats socket {socket} mode 600 level admin
+
+defaults
+    mode tcp
+    timeout connect 2s
+    # Longer than any upload the test holds open.
+    timeout client 2m
+    timeout server 2m
+
+frontend ftp_control
+    bind {control}
+    default_backend control
+"#,
+        socket = socket.display(),
     )
 }
 
@@ -325,20 +334,7 @@ fn proxy_protocol_config(
     socket: &Path,
 ) -> String {
     let mut text = format!(
-        r#"global
-    maxconn 4000
-    stats socket {socket} mode 600 level admin
-
-defaults
-    mode tcp
-    timeout connect 2s
-    timeout client 2m
-    timeout server 2m
-
-frontend ftp_control
-    bind {control}
-    default_backend control
-
+        r#"{preamble}
 # Control connections: round-robin, no stickiness at all. Health checks
 # (on the HTTP port, without a PROXY header) take a stopped replica out.
 backend control
@@ -350,7 +346,7 @@ backend control
     timeout check 6s
     default-server inter 500ms fall 2 rise 1
 "#,
-        socket = socket.display(),
+        preamble = preamble(control, socket),
     );
     for (i, (ftp, http)) in replicas.iter().enumerate() {
         let id = i + 1;

@@ -10,7 +10,10 @@ use crate::cluster::Fleet;
 use crate::common::{payload, PASSWORD};
 use crate::ftp_client::{connect_from, Failure, Passive, Session};
 use crate::workload::{self, passive_for};
-use crate::{fail_with_logs, poll_until, transfer_counts, POLL_LIMIT, VICTIM};
+use crate::{
+    fail_with_logs, holds_exactly_what_was_answered_226, poll_until, transfer_counts, POLL_LIMIT,
+    VICTIM,
+};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -265,19 +268,5 @@ pub async fn rolling_restart_fails_only_that_replicas_sessions(fleet: &mut Fleet
         "the restarted replica serves again: {restarted:?}"
     );
 
-    let phase2 = format!("{}/phase2/", fleet.prefix);
-    poll_until("no multipart upload left", || async {
-        bucket::state(&phase2).await.uploads.is_empty()
-    })
-    .await;
-    let landed: BTreeMap<String, String> = bucket::state(&phase2)
-        .await
-        .objects
-        .into_iter()
-        .map(|(key, (_, sha))| (key, sha))
-        .collect();
-    assert_eq!(
-        landed, stored,
-        "the bucket holds exactly the uploads answered 226"
-    );
+    holds_exactly_what_was_answered_226(fleet, "phase2", &stored).await;
 }
