@@ -439,6 +439,8 @@ async fn eprt_works_over_ipv4_and_ipv6() {
         assert_eq!(body, "active bytes", "{trace}");
         assert!(trace.contains(expected), "{trace}");
         assert!(!trace.contains("> PORT "), "no fallback to PORT: {trace}");
+        // 0306: the reply names the command that was sent.
+        assert!(trace.contains("< 200 EPRT command successful"), "{trace}");
         let file = gw.dir.path().join("up.bin");
         std::fs::write(&file, payload(200_000, 3)).expect("write upload");
         let upload = format!("ftp://{host}:{}/up.bin", gw.addr.port());
