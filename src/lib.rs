@@ -37,6 +37,7 @@ pub mod auth;
 pub mod backend;
 pub mod cloud_attributes;
 pub mod config;
+pub mod descriptor_limit;
 pub mod events;
 pub mod extension_commands;
 pub mod http;

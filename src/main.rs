@@ -199,6 +199,18 @@ fn full_access_user(name: &str, password: &str) -> anyhow::Result<UserConfig> {
 fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
     let mut config = load(&args, &env)?;
     bucketftp::init_logging(&config.log);
+    let descriptors = bucketftp::descriptor_limit::raise();
+    if descriptors.before != descriptors.now {
+        tracing::info!(before = ?descriptors.before, now = ?descriptors.now, "open-file limit raised to the hard limit");
+    }
+    if !descriptors.fits(config.server.max_sessions) {
+        tracing::warn!(
+            limit = ?descriptors.now,
+            max_sessions = config.server.max_sessions,
+            "open-file limit below server.max_sessions + {}: connections over it fail to be accepted; raise the hard limit (ulimit -n, the container's nofile)",
+            bucketftp::descriptor_limit::SPARE
+        );
+    }
     let generated = if config.users.is_empty() && config.auth.anonymous.is_none() {
         let password: String = {
             use rand::Rng;

@@ -41,9 +41,6 @@ use tokio::task::JoinSet;
 /// Why a session could not be served.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
-    /// The socket could not be prepared.
-    #[error("cannot prepare control socket")]
-    Socket(#[source] std::io::Error),
     /// libunftp refused the server options.
     #[error("cannot configure ftp session")]
     Build(#[source] libunftp::ServerError),
@@ -219,10 +216,11 @@ impl FtpService {
         implicit_tls: bool,
     ) -> Result<(), SessionError> {
         let _ = stream.set_nodelay(true);
-        let std_stream = stream.into_std().map_err(SessionError::Socket)?;
-        let control_copy = std_stream.try_clone().ok();
-        let stream = TcpStream::from_std(std_stream).map_err(SessionError::Socket)?;
-        let context = Arc::new(SessionContext::new(peer, control_copy));
+        // libunftp takes the stream and holds the only strong reference
+        // (engine patch 0311); the context watches the socket through a weak
+        // one, so a session costs one descriptor.
+        let stream = Arc::new(stream);
+        let context = Arc::new(SessionContext::new(peer, Some(Arc::downgrade(&stream))));
         tracing::debug!(session = context.id, client_ip = %peer.ip(), "session start");
         let server = match self.build_server(context.clone(), implicit_tls) {
             Ok(server) => server,

@@ -7,8 +7,9 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
@@ -181,11 +182,17 @@ pub struct SessionContext {
     pub id: u64,
     /// The client's address.
     pub peer: SocketAddr,
-    /// A duplicate of the control socket, only ever *peeked*: FTP marks the
-    /// end of an upload by closing the data connection, which a client that
-    /// was killed also does. Its control connection closing at the same time
-    /// is what tells the two apart.
-    control: Option<std::net::TcpStream>,
+    /// The control socket, shared with libunftp (which holds the only
+    /// strong reference, engine patch 0311) and only ever *peeked*: FTP marks
+    /// the end of an upload by closing the data connection, which a client
+    /// that was killed also does. Its control connection closing at the same
+    /// time is what tells the two apart.
+    ///
+    /// Weak, not a duplicate descriptor: a session costs one descriptor, and
+    /// the socket closes when the engine ends the session. An upgrade that
+    /// succeeds holds the socket open for the call, so the descriptor used is
+    /// never one that was closed and reused.
+    control: Option<Weak<TcpStream>>,
     /// Turns true when the client has logged in (libunftp calls the
     /// back-end's `enter` then); the accept loop's login deadline and
     /// unauthenticated-connection cap wait on it.
@@ -196,7 +203,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl SessionContext {
     /// Context for a new session on `control`.
-    pub fn new(peer: SocketAddr, control: Option<std::net::TcpStream>) -> Self {
+    pub fn new(peer: SocketAddr, control: Option<Weak<TcpStream>>) -> Self {
         Self {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -205,16 +212,29 @@ impl SessionContext {
         }
     }
 
+    /// The control socket while the session holds it; `None` once libunftp
+    /// has closed it (or for a detached context).
+    fn control(&self) -> Option<Arc<TcpStream>> {
+        self.control.as_ref().and_then(Weak::upgrade)
+    }
+
     /// Sends `farewell` (a complete reply line) and shuts the control
     /// connection down in both directions. libunftp runs its control loop
     /// in a task of its own, so this is how the gateway ends a session:
     /// the loop reads end-of-stream and exits. Best effort: the socket is
-    /// non-blocking and a full send buffer drops the farewell.
+    /// non-blocking and a full send buffer drops the farewell. A session
+    /// that has already ended is left alone.
     pub fn hang_up(&self, farewell: &[u8]) {
-        if let Some(socket) = &self.control {
-            use std::io::Write;
-            let _ = (&*socket).write_all(farewell);
-            let _ = socket.shutdown(std::net::Shutdown::Both);
+        if let Some(socket) = self.control() {
+            use rustix::net::{send, shutdown, SendFlags, Shutdown};
+            if !farewell.is_empty() {
+                let _ = send(
+                    &*socket,
+                    farewell,
+                    SendFlags::DONTWAIT | SendFlags::NOSIGNAL,
+                );
+            }
+            let _ = shutdown(&*socket, Shutdown::Both);
         }
     }
 
@@ -257,11 +277,11 @@ impl SessionContext {
     /// completed before its ABOR was processed (RFC 959's 226 case). Over
     /// FTPS the bytes are encrypted, and only the engine sees an ABOR.
     pub fn abort_pending(&self) -> bool {
-        let Some(socket) = &self.control else {
+        let Some(socket) = self.control() else {
             return false;
         };
         let mut pending = [0u8; 512];
-        let unread_abor = match socket.peek(&mut pending) {
+        let unread_abor = match peek(&socket, &mut pending) {
             Ok(n) => holds_abor(&pending[..n]),
             Err(_) => false,
         };
@@ -278,42 +298,48 @@ impl SessionContext {
     /// `ftplib.abort()` and lftp do. Transfers take it when they end, so an
     /// ABOR for one transfer does not abort the next upload.
     pub fn take_urgent(&self) -> bool {
-        let Some(socket) = &self.control else {
+        let Some(socket) = self.control() else {
             return false;
         };
-        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
-        match socket2::SockRef::from(socket).recv_out_of_band(&mut byte) {
-            Ok(n) => n > 0,
+        let mut byte = [0u8; 1];
+        let flags = rustix::net::RecvFlags::OOB | rustix::net::RecvFlags::DONTWAIT;
+        match rustix::net::recv(&*socket, &mut byte, flags) {
+            Ok((n, _)) => n > 0,
             // The urgent pointer is set but its byte has not arrived yet:
             // an abort is on its way.
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+            Err(rustix::io::Errno::WOULDBLOCK) => true,
             // EINVAL: no urgent data (the usual case).
             Err(_) => false,
         }
     }
 
-    /// False once the client has closed or reset the control connection.
+    /// False once the client has closed or reset the control connection,
+    /// or libunftp has ended the session (and closed the socket).
     ///
-    /// The socket is non-blocking (tokio set it so, and the flag is shared by
-    /// the duplicate), so `peek` never waits: no data → `WouldBlock` → alive;
+    /// `peek` never waits (`MSG_DONTWAIT`): no data → `WouldBlock` → alive;
     /// end of stream → `Ok(0)` → gone.
     pub fn control_alive(&self) -> bool {
-        let Some(socket) = &self.control else {
+        let Some(control) = &self.control else {
             return true;
         };
+        let Some(socket) = control.upgrade() else {
+            return false;
+        };
         let mut byte = [0u8; 1];
-        match socket.peek(&mut byte) {
+        match peek(&socket, &mut byte) {
             Ok(0) => false,
             Ok(_) => true,
-            Err(e)
-                if e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.kind() == std::io::ErrorKind::Interrupted =>
-            {
-                true
-            }
+            Err(rustix::io::Errno::WOULDBLOCK | rustix::io::Errno::INTR) => true,
             Err(_) => false,
         }
     }
+}
+
+/// Copies what the control socket holds unread into `buf`, leaving it for
+/// libunftp to read. Never waits.
+fn peek(socket: &TcpStream, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    let flags = rustix::net::RecvFlags::PEEK | rustix::net::RecvFlags::DONTWAIT;
+    rustix::net::recv(socket, buf, flags).map(|(n, _)| n)
 }
 
 #[cfg(test)]
@@ -354,13 +380,27 @@ mod tests {
         assert!(!holds_abor(b""));
     }
 
-    #[tokio::test]
-    async fn abor_sent_as_urgent_data_is_seen() {
+    /// A connected pair on loopback: the client's end, and the server's end
+    /// as the session would hold it.
+    fn socket_pair() -> (std::net::TcpStream, std::net::TcpStream, SocketAddr) {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, peer) = listener.accept().unwrap();
+        (client, server, peer)
+    }
+
+    /// The server's end as libunftp holds it (patch 0311): tokio's stream,
+    /// shared; the context gets a weak reference.
+    fn engine_held(server: std::net::TcpStream) -> Arc<TcpStream> {
         server.set_nonblocking(true).unwrap();
-        let ctx = SessionContext::new(peer, Some(server));
+        Arc::new(TcpStream::from_std(server).unwrap())
+    }
+
+    #[tokio::test]
+    async fn abor_sent_as_urgent_data_is_seen() {
+        let (client, server, peer) = socket_pair();
+        let server = engine_held(server);
+        let ctx = SessionContext::new(peer, Some(Arc::downgrade(&server)));
         assert!(!ctx.abort_pending(), "nothing sent yet");
         // What ftplib.abort() sends: the whole line as urgent data.
         socket2::SockRef::from(&client)
@@ -380,22 +420,19 @@ mod tests {
     /// The race the urgent byte closes: the engine has read `ABOR\r` (so a
     /// peek finds nothing) but not yet stopped the transfer when the upload
     /// reads the end of its data.
-    #[test]
-    fn abor_already_read_by_the_engine_is_seen_once() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, peer) = listener.accept().unwrap();
-        let mut engine_side = server.try_clone().unwrap();
+    #[tokio::test]
+    async fn abor_already_read_by_the_engine_is_seen_once() {
+        let (client, server, peer) = socket_pair();
         socket2::SockRef::from(&client)
             .send_out_of_band(b"ABOR\r\n")
             .unwrap();
         // What the engine reads: the line up to the urgent byte (loopback
         // delivers it before send returns).
         let mut line = [0u8; 5];
-        std::io::Read::read_exact(&mut engine_side, &mut line).unwrap();
+        std::io::Read::read_exact(&mut &server, &mut line).unwrap();
         assert_eq!(&line, b"ABOR\r");
-        server.set_nonblocking(true).unwrap();
-        let ctx = SessionContext::new(peer, Some(server));
+        let server = engine_held(server);
+        let ctx = SessionContext::new(peer, Some(Arc::downgrade(&server)));
         assert!(ctx.abort_pending(), "the urgent byte marks the abort");
         assert!(
             !ctx.abort_pending(),
@@ -405,11 +442,9 @@ mod tests {
 
     #[tokio::test]
     async fn control_liveness_follows_the_peer() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        let (server, peer) = listener.accept().unwrap();
-        server.set_nonblocking(true).unwrap();
-        let ctx = SessionContext::new(peer, Some(server));
+        let (client, server, peer) = socket_pair();
+        let server = engine_held(server);
+        let ctx = SessionContext::new(peer, Some(Arc::downgrade(&server)));
         assert!(ctx.control_alive());
         drop(client);
         // The FIN travels over loopback; poll briefly instead of sleeping blind.
@@ -420,5 +455,50 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("closed control connection still reported alive");
+    }
+
+    #[tokio::test]
+    async fn hang_up_sends_the_farewell_and_ends_the_stream() {
+        let (mut client, server, peer) = socket_pair();
+        let server = engine_held(server);
+        let ctx = SessionContext::new(peer, Some(Arc::downgrade(&server)));
+        ctx.hang_up(b"421 Login timeout\r\n");
+        let mut heard = Vec::new();
+        std::io::Read::read_to_end(&mut client, &mut heard).unwrap();
+        assert_eq!(heard, b"421 Login timeout\r\n");
+    }
+
+    /// Once libunftp has closed the control socket, its descriptor number
+    /// may belong to another connection: the context must touch nothing.
+    #[tokio::test]
+    async fn an_ended_session_touches_no_other_socket() {
+        let (_gone_client, gone, peer) = socket_pair();
+        let gone = engine_held(gone);
+        let ctx = SessionContext::new(peer, Some(Arc::downgrade(&gone)));
+        drop(gone);
+        // Most likely reuses the descriptor number just freed.
+        let (client, next, _) = socket_pair();
+        next.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&client)
+            .send_out_of_band(b"!")
+            .unwrap();
+        assert!(!ctx.control_alive(), "the session's socket is gone");
+        assert!(!ctx.abort_pending());
+        assert!(!ctx.take_urgent());
+        ctx.hang_up(b"421 Login timeout\r\n");
+        // The other connection still works both ways, its urgent byte
+        // untaken and nothing written to it.
+        next.set_nonblocking(false).unwrap();
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        assert_eq!(
+            socket2::SockRef::from(&next)
+                .recv_out_of_band(&mut byte)
+                .unwrap(),
+            1
+        );
+        std::io::Write::write_all(&mut &next, b"hello\n").unwrap();
+        let mut line = [0u8; 6];
+        std::io::Read::read_exact(&mut &client, &mut line).unwrap();
+        assert_eq!(&line, b"hello\n");
     }
 }

@@ -782,6 +782,42 @@ async fn session_limits_answer_421_and_spare_admitted_sessions() {
 /// refused long before the line is buffered whole: the engine bounds a
 /// command line (engine/patches/0002-control-line-length-bounded.patch;
 /// tests/engine.rs floods sixteen such connections).
+/// Sessions in [`one_descriptor_per_session`].
+const HELD_SESSIONS: usize = 60;
+
+/// A logged-in session costs the gateway one descriptor, its control
+/// socket: the descriptor limit, not memory, is what caps sessions per
+/// process (issue #18, 10,000 per replica). Each session once held two
+/// duplicates of it as well (engine patches 0106 and 0311 removed them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_descriptor_per_session() {
+    let gw = Process::start("file://{dir}/root", &[]).await;
+    let pid = gw.child.id().expect("running");
+    // One session first, so that what the first login opens for good
+    // (storage, metrics) is in the baseline.
+    let (mut first, code) = Control::open(gw.ftp, loopback(1)).await;
+    assert_eq!(code, 220);
+    assert_eq!(first.login("alice", PASSWORD).await, 230);
+    assert_eq!(first.cmd("PWD").await, 257);
+    let baseline = open_fds(pid);
+    let mut held = Vec::new();
+    for i in 0..HELD_SESSIONS {
+        let (mut c, code) = Control::open(gw.ftp, loopback(2 + (i % 2) as u8)).await;
+        assert_eq!(code, 220, "session {i}");
+        assert_eq!(c.login("alice", PASSWORD).await, 230, "session {i}");
+        held.push(c);
+    }
+    let holding = open_fds(pid);
+    assert!(
+        holding >= baseline + HELD_SESSIONS && holding <= baseline + HELD_SESSIONS + FD_SLACK,
+        "{HELD_SESSIONS} sessions took {} descriptors ({baseline} before, {holding} after)",
+        holding.saturating_sub(baseline)
+    );
+    for (i, c) in held.iter_mut().enumerate() {
+        assert_eq!(c.cmd("PWD").await, 257, "session {i}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_lines_are_bounded() {
     let gw = Process::start("file://{dir}/root", &[]).await;

@@ -29,9 +29,9 @@ PER_IP = 50  # sessions per source address (the default max_sessions_per_ip is 1
 LOGIN_PARALLEL = 64  # logins in flight at once (below max_unauthenticated_per_ip)
 XFER_SIZE = MIB
 # Descriptors the gateway holds per logged-in session, measured: the
-# control socket and two duplicates of it (SessionContext's copy for
-# hang_up in src/server.rs, and engine patch 0106's reader).
-FDS_PER_SESSION = 3
+# control socket only (tests/abuse.rs one_descriptor_per_session; engine
+# patches 0106 and 0311 removed the two duplicates it once held).
+FDS_PER_SESSION = 1
 FDS_SPARE = 300  # listener, logs, runtime, data connections of the 1 %
 
 
