@@ -124,6 +124,78 @@ impl UploadDigests {
     }
 }
 
+/// Bytes gathered before a batch is hashed off the receiving task: large
+/// enough that handing a batch to the blocking pool costs little next to
+/// hashing it (~0.1 ms at 2 GB/s), small enough that what a batch keeps
+/// alive past its part stays small.
+const DIGEST_BATCH: usize = 256 * 1024;
+
+/// [`UploadDigests`] computed beside the transfer instead of in its way.
+///
+/// SHA-256 runs at about 2 GB/s on one core here (SHA-NI), far slower than
+/// reading a loopback socket; hashed inline, the task receiving an upload
+/// spent as long hashing as receiving. Chunks (shared `Bytes`, never copied)
+/// are gathered into batches, and each batch is hashed on the blocking pool
+/// while the next one is received. At most one batch is being hashed and
+/// one gathered, so an upload holds at most 2 × [`DIGEST_BATCH`] beyond its
+/// parts, and no thread is held between batches. An upload shorter than a
+/// batch (most small files) is hashed once, inline, at [`Self::finish`].
+#[derive(Default)]
+pub struct DigestPipe {
+    /// The digests so far, when no batch is being hashed.
+    idle: Option<UploadDigests>,
+    /// The batch being hashed; it hands the digests back.
+    hashing: Option<tokio::task::JoinHandle<UploadDigests>>,
+    batch: Vec<bytes::Bytes>,
+    batched: usize,
+}
+
+/// The runtime shut down before a batch could be hashed.
+#[derive(Debug, thiserror::Error)]
+#[error("hashing the upload was cut by the runtime's shutdown")]
+pub struct DigestCut;
+
+impl DigestPipe {
+    /// Adds the next bytes of the object.
+    pub async fn update(&mut self, chunk: bytes::Bytes) -> Result<(), DigestCut> {
+        self.batched += chunk.len();
+        self.batch.push(chunk);
+        if self.batched >= DIGEST_BATCH {
+            let mut digests = self.settled().await?;
+            let batch = std::mem::take(&mut self.batch);
+            self.batched = 0;
+            self.hashing = Some(tokio::task::spawn_blocking(move || {
+                for chunk in &batch {
+                    digests.update(chunk);
+                }
+                digests
+            }));
+        }
+        Ok(())
+    }
+
+    /// The digests of the whole object.
+    pub async fn finish(mut self) -> Result<ContentDigests, DigestCut> {
+        let mut digests = self.settled().await?;
+        for chunk in &self.batch {
+            digests.update(chunk);
+        }
+        Ok(digests.finish())
+    }
+
+    /// The digests once the batch being hashed (if any) is done.
+    async fn settled(&mut self) -> Result<UploadDigests, DigestCut> {
+        match self.hashing.take() {
+            Some(hashing) => match hashing.await {
+                Ok(digests) => Ok(digests),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(_) => Err(DigestCut),
+            },
+            None => Ok(self.idle.take().unwrap_or_default()),
+        }
+    }
+}
+
 /// What an upload committed: its size and digests (lowercase hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentDigests {
@@ -256,6 +328,38 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_pipe_hashes_what_inline_hashing_does() {
+        // Across batch boundaries, with chunks of uneven sizes, and below one batch.
+        for total in [
+            0usize,
+            10,
+            DIGEST_BATCH - 1,
+            DIGEST_BATCH,
+            3 * DIGEST_BATCH + 12_345,
+        ] {
+            let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
+            let mut inline = UploadDigests::default();
+            inline.update(&data);
+            let mut pipe = DigestPipe::default();
+            let mut at = 0;
+            let mut step = 1;
+            while at < total {
+                let end = (at + step).min(total);
+                pipe.update(bytes::Bytes::copy_from_slice(&data[at..end]))
+                    .await
+                    .unwrap();
+                at = end;
+                step = step * 7 % 100_003 + 1;
+            }
+            assert_eq!(
+                pipe.finish().await.unwrap(),
+                inline.finish(),
+                "{total} bytes"
+            );
+        }
+    }
 
     fn over(algorithm: Algorithm, data: &'static [u8]) -> String {
         let body = futures::stream::iter(data.chunks(3).map(|c| Ok(Bytes::from_static(c)))).boxed();

@@ -12,7 +12,7 @@
 //! aborts the multipart upload so no orphaned parts remain.
 //!
 //! Every byte written (the kept head of a REST/APPE included) also goes
-//! through [`UploadDigests`], so the SHA-256 and CRC-32 of the whole object
+//! through [`DigestPipe`], so the SHA-256 and CRC-32 of the whole object
 //! are known at commit: a single PUT carries them as user metadata; a
 //! multipart upload hands them to the store at completion through
 //! [`CompletionAttributes`] (honoured on `file://`, see
@@ -21,7 +21,7 @@
 //! for an aborted or failed upload.
 
 use crate::events::{Events, ObjectCreated};
-use crate::integrity::{ContentDigests, ContentTypes, UploadDigests};
+use crate::integrity::{ContentDigests, ContentTypes, DigestPipe};
 use crate::local_attributes::CompletionAttributes;
 use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::transfers::{SessionContext, TransferGuard};
@@ -133,6 +133,13 @@ pub enum UploadError {
     /// Reading the existing object's head (for REST/APPE) failed.
     #[error("reading the existing object failed")]
     Existing(#[source] object_store::Error),
+}
+
+/// The runtime shuts down only when the server does.
+impl From<crate::integrity::DigestCut> for UploadError {
+    fn from(_: crate::integrity::DigestCut) -> Self {
+        UploadError::Shutdown
+    }
 }
 
 /// Where the bytes go: a list of chunks until they outgrow one part, then a
@@ -316,12 +323,12 @@ where
     let command = if existing.is_some() { "APPE" } else { "STOR" };
     let events = settings.events.clone();
     let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings, memory);
-    let mut digests = UploadDigests::default();
-    let result: Result<u64, UploadError> = async {
+    let mut digests = DigestPipe::default();
+    let result: Result<(u64, ContentDigests), UploadError> = async {
         if let Some(mut head) = existing {
             while let Some(chunk) = head.next().await {
                 let chunk = chunk.map_err(UploadError::Existing)?;
-                digests.update(&chunk);
+                digests.update(chunk.clone()).await?;
                 sink.write(chunk).await.map_err(UploadError::Store)?;
             }
         }
@@ -346,7 +353,7 @@ where
                 continue;
             }
             let chunk = std::mem::replace(&mut buf, BytesMut::with_capacity(READ_CHUNK)).freeze();
-            digests.update(&chunk);
+            digests.update(chunk.clone()).await?;
             tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
@@ -355,7 +362,7 @@ where
         }
         if !buf.is_empty() {
             let chunk = buf.freeze();
-            digests.update(&chunk);
+            digests.update(chunk.clone()).await?;
             tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
@@ -371,12 +378,12 @@ where
         if guard.is_cancelled() {
             return Err(UploadError::Shutdown);
         }
-        Ok(received)
+        let digests = digests.finish().await?;
+        Ok((received, digests))
     }
     .await;
     match result {
-        Ok(received) => {
-            let digests = digests.finish();
+        Ok((received, digests)) => {
             sink.finish(&digests).await.map_err(UploadError::Store)?;
             if let Some(events) = events {
                 events.object_created(ObjectCreated {
