@@ -21,7 +21,9 @@
 //! - [`metrics`]: Prometheus metrics.
 //! - [`integrity`]: digests computed while uploads stream, stored as object
 //!   metadata; `Content-Type` from names; on-demand digests.
-//! - [`local_attributes`]: object attributes as xattrs on `file://`.
+//! - [`local_attributes`]: object attributes as xattrs on `file://`, and how
+//!   uploads there become visible (`local_tmpfile`: anonymous files linked
+//!   into place).
 //! - [`cloud_attributes`]: digests of multipart uploads written on S3 and
 //!   Azure objects once committed.
 //! - [`extension_commands`]: HASH, OPTS HASH, XSHA256/XSHA1/XMD5/XCRC and
@@ -44,6 +46,7 @@ pub mod http;
 pub mod instrumented;
 pub mod integrity;
 pub mod local_attributes;
+mod local_tmpfile;
 pub mod memory_budget;
 pub mod metrics;
 pub mod paths;

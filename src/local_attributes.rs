@@ -16,19 +16,32 @@
 //! upload still succeeds, a warning is logged once, and checksums are
 //! computed on demand instead.
 //!
-//! Race-freedom: attributes are written through a file descriptor after
-//! checking that the file still is the one just committed (its ETag —
-//! inode, mtime, size — equals the one the put returned), and read through
-//! the descriptor the read itself opened, so a concurrent overwrite can
-//! never pair one upload's digest with another's bytes.
+//! Writes: [`XattrStore`] also owns how an upload becomes visible, because
+//! the attributes must be on the file before anyone can see it. Uploads are
+//! written into an anonymous file and linked into place with their
+//! attributes already set ([`crate::local_tmpfile`]: one directory
+//! operation per file instead of `LocalFileSystem`'s two). Where that is not
+//! available (no `O_TMPFILE` on the file system, no `/proc`; decided once
+//! per store and logged once) writes go through `LocalFileSystem` and the
+//! attributes follow its commit.
+//!
+//! Race-freedom: on the anonymous-file path a file and its attributes
+//! become visible together, so no reader can see one without the other and
+//! no concurrent upload can interleave. On the fallback path attributes are
+//! written through a file descriptor after checking that the file still is
+//! the one just committed (its ETag — inode, mtime, size — equals the one
+//! the put returned). Reads take attributes through the descriptor the read
+//! itself opened. Either way a concurrent overwrite can never pair one
+//! upload's digest with another's bytes.
 
+use crate::local_tmpfile::{Tmpfile, TmpfileUpload};
 use async_trait::async_trait;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
     Attribute, Attributes, CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult,
-    MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOptions, PutOptions, PutPayload,
+    MultipartUpload, ObjectMeta, ObjectStore, PutMode, PutMultipartOptions, PutOptions, PutPayload,
     PutResult, RenameOptions, Result, UploadPart,
 };
 use std::fmt;
@@ -63,22 +76,85 @@ impl CompletionAttributes {
     }
 }
 
-/// `LocalFileSystem` with attributes kept as xattrs.
+/// `LocalFileSystem` with attributes kept as xattrs and uploads linked
+/// into place from anonymous files.
 #[derive(Debug)]
 pub struct XattrStore {
     inner: Arc<LocalFileSystem>,
     /// Set once the file system refused an xattr (warned about once).
     unsupported: Arc<AtomicBool>,
+    /// Set once anonymous files turned out unavailable (logged once):
+    /// from then on every write goes through `inner`.
+    no_tmpfile: Arc<AtomicBool>,
 }
 
 impl XattrStore {
     /// Wraps `inner`.
     pub fn new(inner: Arc<LocalFileSystem>) -> Self {
-        Self {
+        let store = Self {
             inner,
             unsupported: Arc::new(AtomicBool::new(false)),
+            no_tmpfile: Arc::new(AtomicBool::new(false)),
+        };
+        if !crate::local_tmpfile::proc_fd_available() {
+            store.give_up_tmpfiles(&"/proc/self/fd is not available");
+        }
+        store
+    }
+
+    /// Whether writes still try anonymous files.
+    fn tmpfiles(&self) -> bool {
+        !self.no_tmpfile.load(Ordering::Relaxed)
+    }
+
+    /// Switches this store to `LocalFileSystem`'s writes for good.
+    fn give_up_tmpfiles(&self, cause: &dyn fmt::Display) {
+        if !self.no_tmpfile.swap(true, Ordering::Relaxed) {
+            tracing::warn!(store = %self.inner, %cause, "anonymous files (O_TMPFILE) unavailable: uploads are staged and renamed instead (two directory operations per file)");
         }
     }
+
+    /// Writes `payload` into an anonymous file and links it into place;
+    /// `None` when the file system turned out to have no `O_TMPFILE`.
+    async fn put_tmpfile(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        attributes: Attributes,
+        replace: bool,
+    ) -> Result<Option<PutResult>> {
+        let path = self.inner.path_to_filesystem(location)?;
+        let unsupported = self.unsupported.clone();
+        let outcome = spawn_blocking(move || {
+            let mut file = Tmpfile::create(&path)?;
+            file.write_all(payload.iter().map(|chunk| chunk.as_ref()))?;
+            file.publish(&attributes, &unsupported, replace)
+        })
+        .await?;
+        match outcome {
+            Ok(metadata) => Ok(Some(PutResult {
+                e_tag: Some(local_etag(&metadata)),
+                version: None,
+                extensions: Default::default(),
+            })),
+            Err(e) if e.is_unsupported() => {
+                self.give_up_tmpfiles(&e);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Runs blocking file-system work off the async threads, as
+/// `LocalFileSystem` does.
+async fn spawn_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })
 }
 
 impl fmt::Display for XattrStore {
@@ -108,7 +184,7 @@ fn attribute_of(name: &str) -> Option<Attribute> {
 }
 
 /// The ETag `LocalFileSystem` gives a file (inode, mtime in µs, size).
-fn local_etag(metadata: &std::fs::Metadata) -> String {
+pub(crate) fn local_etag(metadata: &std::fs::Metadata) -> String {
     let mtime = metadata
         .modified()
         .ok()
@@ -125,11 +201,10 @@ fn write_xattrs(
     attributes: &Attributes,
     unsupported: &AtomicBool,
 ) {
-    let names: Vec<(String, &str)> = attributes
+    if attributes
         .iter()
-        .filter_map(|(attribute, value)| Some((xattr_name(attribute)?, value.as_ref())))
-        .collect();
-    if names.is_empty() {
+        .all(|(attribute, _)| xattr_name(attribute).is_none())
+    {
         return;
     }
     let Ok(file) = File::open(path) else {
@@ -142,9 +217,23 @@ fn write_xattrs(
             return;
         }
     }
+    set_xattrs(&file, path, attributes, unsupported);
+}
+
+/// Writes `attributes` on the open `file` (`path` names it in the warning
+/// if the file system refuses xattrs).
+pub(crate) fn set_xattrs(
+    file: &File,
+    path: &std::path::Path,
+    attributes: &Attributes,
+    unsupported: &AtomicBool,
+) {
+    let names = attributes
+        .iter()
+        .filter_map(|(attribute, value)| Some((xattr_name(attribute)?, value.as_ref())));
     for (name, value) in names {
         if let Err(e) = rustix::fs::fsetxattr(
-            &file,
+            file,
             name.as_str(),
             value.as_bytes(),
             rustix::fs::XattrFlags::empty(),
@@ -188,6 +277,20 @@ impl ObjectStore for XattrStore {
     ) -> Result<PutResult> {
         // LocalFileSystem refuses any write that carries attributes.
         let attributes = std::mem::take(&mut opts.attributes);
+        let replace = match opts.mode {
+            PutMode::Overwrite => Some(true),
+            PutMode::Create => Some(false),
+            // Conditional updates stay LocalFileSystem's (it refuses them).
+            PutMode::Update(_) => None,
+        };
+        if let (Some(replace), true) = (replace, self.tmpfiles()) {
+            let written = self
+                .put_tmpfile(location, payload.clone(), attributes.clone(), replace)
+                .await?;
+            if let Some(result) = written {
+                return Ok(result);
+            }
+        }
         let result = self.inner.put_opts(location, payload, opts).await?;
         let path = self.inner.path_to_filesystem(location)?;
         let (etag, unsupported) = (result.e_tag.clone(), self.unsupported.clone());
@@ -206,6 +309,21 @@ impl ObjectStore for XattrStore {
         // LocalFileSystem refuses any write that carries attributes.
         let attributes = std::mem::take(&mut opts.attributes);
         let late = opts.extensions.get::<CompletionAttributes>().cloned();
+        if self.tmpfiles() {
+            let path = self.inner.path_to_filesystem(location)?;
+            match spawn_blocking(move || Tmpfile::create(&path)).await? {
+                Ok(file) => {
+                    return Ok(Box::new(TmpfileUpload::new(
+                        file,
+                        attributes,
+                        late,
+                        self.unsupported.clone(),
+                    )))
+                }
+                Err(e) if e.is_unsupported() => self.give_up_tmpfiles(&e),
+                Err(e) => return Err(e.into()),
+            }
+        }
         let inner = self.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(XattrUpload {
             inner,
@@ -274,7 +392,22 @@ impl ObjectStore for XattrStore {
     }
 }
 
-/// A local multipart upload whose attributes are written once it completed.
+/// The attributes of a multipart upload: those known at its start plus
+/// those set in [`CompletionAttributes`] before `complete()`.
+pub(crate) fn merged_attributes(
+    mut attributes: Attributes,
+    late: Option<&CompletionAttributes>,
+) -> Attributes {
+    if let Some(late) = late.and_then(CompletionAttributes::get) {
+        for (attribute, value) in late.iter() {
+            attributes.insert(attribute.clone(), value.clone());
+        }
+    }
+    attributes
+}
+
+/// A `LocalFileSystem` multipart upload (the fallback) whose attributes are
+/// written once it completed.
 #[derive(Debug)]
 struct XattrUpload {
     inner: Box<dyn MultipartUpload>,
@@ -292,12 +425,8 @@ impl MultipartUpload for XattrUpload {
 
     async fn complete(&mut self) -> Result<PutResult> {
         let result = self.inner.complete().await?;
-        let mut attributes = std::mem::take(&mut self.attributes);
-        if let Some(late) = self.late.as_ref().and_then(CompletionAttributes::get) {
-            for (attribute, value) in late.iter() {
-                attributes.insert(attribute.clone(), value.clone());
-            }
-        }
+        let attributes =
+            merged_attributes(std::mem::take(&mut self.attributes), self.late.as_ref());
         let (path, etag, unsupported) = (
             self.path.clone(),
             result.e_tag.clone(),
@@ -394,6 +523,39 @@ mod tests {
     #[tokio::test]
     async fn multipart_gets_attributes_known_at_completion() {
         let (_dir, store) = store();
+        multipart_labelled_at_completion(store).await;
+    }
+
+    /// Where anonymous files are unavailable, `LocalFileSystem` writes and
+    /// the attributes still follow.
+    #[tokio::test]
+    async fn the_fallback_path_keeps_attributes() {
+        let (dir, store) = store();
+        store.give_up_tmpfiles(&"test");
+        let key = Path::from("a/b.jpg");
+        let opts = PutOptions {
+            attributes: attributes(),
+            ..Default::default()
+        };
+        let put = store.put_opts(&key, "data".into(), opts).await.unwrap();
+        let got = store.get(&key).await.unwrap();
+        assert_eq!(got.meta.e_tag, put.e_tag);
+        assert_eq!(
+            got.attributes
+                .get(&Attribute::Metadata("sha256".into()))
+                .map(|v| v.as_ref()),
+            Some("abc")
+        );
+        multipart_labelled_at_completion(store).await;
+        let mut names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a", "big.bin"]);
+    }
+
+    async fn multipart_labelled_at_completion(store: XattrStore) {
         let key = Path::from("big.bin");
         let late = CompletionAttributes::default();
         let mut opts = PutMultipartOptions {
