@@ -19,7 +19,7 @@
 //! Writes: [`XattrStore`] also owns how an upload becomes visible, because
 //! the attributes must be on the file before anyone can see it. Uploads are
 //! written into an anonymous file and linked into place with their
-//! attributes already set ([`crate::local_tmpfile`]: one directory
+//! attributes already set (`crate::local_tmpfile`: one directory
 //! operation per file instead of `LocalFileSystem`'s two). Where that is not
 //! available (no `O_TMPFILE` on the file system, no `/proc`; decided once
 //! per store and logged once) writes go through `LocalFileSystem` and the

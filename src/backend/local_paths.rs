@@ -1,9 +1,11 @@
 //! What a `file://` store can hold, checked before any file-system call.
 //!
-//! object_store's `LocalFileSystem` writes `name` through a staging file
-//! `name#N` and hides names ending in `#` and digits, and it follows
-//! symbolic links wherever they point. So on `file://` a name must leave
-//! room for the staging suffix, must not look like a staging file, and must
+//! Replacing `name` on `file://` goes through a hidden `name#N` for a
+//! moment (linked, then renamed over it: `crate::local_tmpfile`; where
+//! that is unavailable, object_store's `LocalFileSystem` stages every write
+//! the same way), `LocalFileSystem` hides names ending in `#` and digits,
+//! and it follows symbolic links wherever they point. So on `file://` a
+//! name must leave room for the `#N` suffix, must not look like one, and must
 //! resolve (symlinks followed) to a place inside the store's root. Every
 //! key the back-end uses on a local store passes [`check`] first; the
 //! errors become FTP replies in `reply_codes`.
