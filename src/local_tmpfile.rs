@@ -235,6 +235,13 @@ impl Tmpfile {
                 path: self.dest.clone(),
                 source,
             })?;
+        // A replacement goes straight to the hidden name: a `linkat` that
+        // fails with EEXIST would still take the directory's lock, and the
+        // lookup here does not.
+        if replace && std::fs::symlink_metadata(&self.dest).is_ok() {
+            self.link_over()?;
+            return Ok(metadata);
+        }
         let mut created_dirs = false;
         loop {
             match link(&self.file, &self.dest) {
