@@ -132,11 +132,7 @@ impl XattrStore {
         })
         .await?;
         match outcome {
-            Ok(metadata) => Ok(Some(PutResult {
-                e_tag: Some(local_etag(&metadata)),
-                version: None,
-                extensions: Default::default(),
-            })),
+            Ok(metadata) => Ok(Some(put_result(&metadata))),
             Err(e) if e.is_unsupported() => {
                 self.give_up_tmpfiles(&e);
                 Ok(None)
@@ -148,7 +144,9 @@ impl XattrStore {
 
 /// Runs blocking file-system work off the async threads, as
 /// `LocalFileSystem` does.
-async fn spawn_blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+pub(crate) async fn spawn_blocking<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| object_store::Error::Generic {
@@ -180,6 +178,16 @@ fn attribute_of(name: &str) -> Option<Attribute> {
         name.strip_prefix(METADATA_PREFIX)
             .filter(|key| !key.is_empty())
             .map(|key| Attribute::Metadata(key.to_string().into()))
+    }
+}
+
+/// What a put answers for the file it wrote: its ETag as `LocalFileSystem`
+/// would report it.
+pub(crate) fn put_result(metadata: &std::fs::Metadata) -> PutResult {
+    PutResult {
+        e_tag: Some(local_etag(metadata)),
+        version: None,
+        extensions: Default::default(),
     }
 }
 

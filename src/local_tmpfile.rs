@@ -37,7 +37,7 @@
 //! is not mounted or the file system has no `O_TMPFILE`, the caller
 //! ([`crate::local_attributes::XattrStore`]) falls back to `LocalFileSystem`.
 
-use crate::local_attributes::{local_etag, merged_attributes, CompletionAttributes};
+use crate::local_attributes::{merged_attributes, put_result, CompletionAttributes};
 use async_trait::async_trait;
 use futures::FutureExt;
 use object_store::{Attributes, MultipartUpload, PutPayload, PutResult, UploadPart};
@@ -382,13 +382,9 @@ fn take(slot: &Mutex<Option<Tmpfile>>) -> Result<Tmpfile, TmpfileError> {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, TmpfileError> + Send + 'static,
 ) -> object_store::Result<T> {
-    match tokio::task::spawn_blocking(work).await {
-        Ok(result) => result.map_err(Into::into),
-        Err(e) => Err(object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        }),
-    }
+    crate::local_attributes::spawn_blocking(work)
+        .await?
+        .map_err(Into::into)
 }
 
 #[async_trait]
@@ -411,11 +407,7 @@ impl MultipartUpload for TmpfileUpload {
         let (slot, unsupported) = (Arc::clone(&self.file), Arc::clone(&self.xattrs_unsupported));
         let metadata =
             blocking(move || take(&slot)?.publish(&attributes, &unsupported, true)).await?;
-        Ok(PutResult {
-            e_tag: Some(local_etag(&metadata)),
-            version: None,
-            extensions: Default::default(),
-        })
+        Ok(put_result(&metadata))
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
@@ -443,7 +435,7 @@ impl Drop for TmpfileUpload {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::local_attributes::XattrStore;
+    use crate::local_attributes::{local_etag, XattrStore};
     use object_store::local::LocalFileSystem;
     use object_store::path::Path as Key;
     use object_store::{
