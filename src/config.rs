@@ -208,6 +208,8 @@ pub struct RawStorage {
     pub download_concurrency: usize,
     /// Content-Type of new objects: auto (from the file name) or none.
     pub content_type: String,
+    /// Compute each upload's SHA-256 and store it with the object (HASH answers it at once; events carry it).
+    pub upload_sha256: bool,
     /// Most files in one listing whose client-set time (`mtime` metadata) is read, one HEAD each; 0 = never.
     pub listing_mtime_limit: usize,
     /// Bytes of transfer buffers (upload parts, download ranges) held at once; auto = half the container's memory limit, else 1GiB.
@@ -230,6 +232,7 @@ impl Default for RawStorage {
             storage_class: String::new(),
             download_concurrency: 8,
             content_type: "auto".into(),
+            upload_sha256: true,
             listing_mtime_limit: DEFAULT_LISTING_MTIME_LIMIT,
             memory_budget: "auto".into(),
             memory_wait: "30s".into(),
@@ -485,6 +488,8 @@ pub struct StorageConfig {
     pub download_concurrency: usize,
     /// Content-Type of new objects: from the file name, or none.
     pub content_types: crate::integrity::ContentTypes,
+    /// Compute each upload's SHA-256 and store it with the object.
+    pub upload_sha256: bool,
     /// Most files in one listing whose stored `mtime` is read (a HEAD each); 0 = never.
     pub listing_mtime_limit: usize,
     /// Bytes of transfer buffers (upload parts, download ranges) held at once (see [`crate::memory_budget`]).
@@ -787,6 +792,7 @@ pub fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
             raw.storage.download_concurrency,
         )?,
         listing_mtime_limit: raw.storage.listing_mtime_limit,
+        upload_sha256: raw.storage.upload_sha256,
         content_types: match raw.storage.content_type.as_str() {
             "auto" => crate::integrity::ContentTypes::Auto,
             "none" => crate::integrity::ContentTypes::None,

@@ -54,8 +54,9 @@ pub struct ObjectCreated {
     pub key: String,
     /// Bytes in the object.
     pub size: u64,
-    /// SHA-256 of the object (64 hex digits).
-    pub sha256: String,
+    /// SHA-256 of the object (64 hex digits); `null` when
+    /// `storage.upload_sha256 = false`.
+    pub sha256: Option<String>,
     /// The FTP login.
     pub user: String,
     /// The client's address.
@@ -274,7 +275,7 @@ mod tests {
             store_url: "s3://bucket/prefix".into(),
             key: "prefix/cams/a.jpg".into(),
             size: 3,
-            sha256: "ab".repeat(32),
+            sha256: Some("ab".repeat(32)),
             user: "cam".into(),
             client: "127.0.0.1:4000".parse().unwrap(),
             session: 7,

@@ -89,27 +89,30 @@ impl FromStr for Algorithm {
     }
 }
 
-/// Digests of everything written to an upload, in order.
+/// Digests of everything written to an upload, in order. SHA-256 is
+/// optional (`storage.upload_sha256`): it is the one digest here whose cost
+/// shows next to the transfer itself; CRC-32 is always computed.
 pub struct UploadDigests {
-    sha256: sha2::Sha256,
+    sha256: Option<sha2::Sha256>,
     crc32: crc_fast::Digest,
     len: u64,
 }
 
-impl Default for UploadDigests {
-    fn default() -> Self {
+impl UploadDigests {
+    /// Digests of nothing yet; SHA-256 only when `sha256`.
+    pub fn new(sha256: bool) -> Self {
         Self {
-            sha256: sha2::Sha256::new(),
+            sha256: sha256.then(sha2::Sha256::new),
             crc32: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32IsoHdlc),
             len: 0,
         }
     }
-}
 
-impl UploadDigests {
     /// Adds the next bytes of the object.
     pub fn update(&mut self, data: &[u8]) {
-        self.sha256.update(data);
+        if let Some(sha256) = &mut self.sha256 {
+            sha256.update(data);
+        }
         self.crc32.update(data);
         self.len += data.len() as u64;
     }
@@ -117,18 +120,21 @@ impl UploadDigests {
     /// The digests of the whole object.
     pub fn finish(self) -> ContentDigests {
         ContentDigests {
-            sha256: hex::encode(self.sha256.finalize()),
+            sha256: self.sha256.map(|sha256| hex::encode(sha256.finalize())),
             crc32: format!("{:08x}", self.crc32.finalize() as u32),
             size: self.len,
         }
     }
 }
 
-/// Bytes gathered before a batch is hashed off the receiving task: large
-/// enough that handing a batch to the blocking pool costs little next to
-/// hashing it (~0.1 ms at 2 GB/s), small enough that what a batch keeps
-/// alive past its part stays small.
-const DIGEST_BATCH: usize = 256 * 1024;
+/// The most bytes gathered before a batch is hashed off the receiving task.
+/// Each hand-off to the blocking pool costs two thread wake-ups; with
+/// 256 KiB batches those took as much CPU as a third of the hashing, and
+/// 1 GiB STOR to `file://` ran at 679 MiB/s against 882–917 with 4 MiB
+/// (docs/benchmarks.md, "Hashing uploads"). Larger batches gained nothing.
+const MAX_DIGEST_BATCH: usize = 4 << 20;
+/// The least: below this a hand-off costs more than hashing inline.
+const MIN_DIGEST_BATCH: usize = 256 * 1024;
 
 /// [`UploadDigests`] computed beside the transfer instead of in its way.
 ///
@@ -136,11 +142,16 @@ const DIGEST_BATCH: usize = 256 * 1024;
 /// reading a loopback socket; hashed inline, the task receiving an upload
 /// spent as long hashing as receiving. Chunks (shared `Bytes`, never copied)
 /// are gathered into batches, and each batch is hashed on the blocking pool
-/// while the next one is received. At most one batch is being hashed and
-/// one gathered, so an upload holds at most 2 × [`DIGEST_BATCH`] beyond its
-/// parts, and no thread is held between batches. An upload shorter than a
-/// batch (most small files) is hashed once, inline, at [`Self::finish`].
-#[derive(Default)]
+/// while the next one is received; no thread is held between batches. An
+/// upload shorter than a batch (most small files) is hashed once, inline,
+/// at [`Self::finish`].
+///
+/// Memory: at most one batch is being hashed and one gathered, and they
+/// are the latest bytes received. A batch is at most half a part, so those
+/// two batches are either still in the part being filled or, for the part
+/// before it, within the room the filling part has not used yet: the
+/// upload's reservation (one part beyond those in flight, see
+/// [`crate::memory_budget::part_reservation`]) covers them.
 pub struct DigestPipe {
     /// The digests so far, when no batch is being hashed.
     idle: Option<UploadDigests>,
@@ -148,6 +159,11 @@ pub struct DigestPipe {
     hashing: Option<tokio::task::JoinHandle<UploadDigests>>,
     batch: Vec<bytes::Bytes>,
     batched: usize,
+    /// Bytes per batch: half a part, within the bounds above.
+    batch_size: usize,
+    /// Whether SHA-256 is computed; without it only CRC-32 is (~20 GiB/s),
+    /// which costs less inline than a hand-off to the blocking pool.
+    sha256: bool,
 }
 
 /// The runtime shut down before a batch could be hashed.
@@ -156,11 +172,30 @@ pub struct DigestPipe {
 pub struct DigestCut;
 
 impl DigestPipe {
+    /// A pipe for one upload in parts of `part_size`; SHA-256 only when
+    /// `sha256`.
+    pub fn new(sha256: bool, part_size: usize) -> Self {
+        Self {
+            idle: Some(UploadDigests::new(sha256)),
+            hashing: None,
+            batch: Vec::new(),
+            batched: 0,
+            batch_size: (part_size / 2).clamp(MIN_DIGEST_BATCH, MAX_DIGEST_BATCH),
+            sha256,
+        }
+    }
+
     /// Adds the next bytes of the object.
     pub async fn update(&mut self, chunk: bytes::Bytes) -> Result<(), DigestCut> {
+        if !self.sha256 {
+            if let Some(digests) = &mut self.idle {
+                digests.update(&chunk);
+                return Ok(());
+            }
+        }
         self.batched += chunk.len();
         self.batch.push(chunk);
-        if self.batched >= DIGEST_BATCH {
+        if self.batched >= self.batch_size {
             let mut digests = self.settled().await?;
             let batch = std::mem::take(&mut self.batch);
             self.batched = 0;
@@ -191,7 +226,10 @@ impl DigestPipe {
                 Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
                 Err(_) => Err(DigestCut),
             },
-            None => Ok(self.idle.take().unwrap_or_default()),
+            None => Ok(self
+                .idle
+                .take()
+                .unwrap_or_else(|| UploadDigests::new(self.sha256))),
         }
     }
 }
@@ -199,8 +237,8 @@ impl DigestPipe {
 /// What an upload committed: its size and digests (lowercase hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ContentDigests {
-    /// SHA-256, 64 hex digits.
-    pub sha256: String,
+    /// SHA-256, 64 hex digits; `None` when `storage.upload_sha256` is off.
+    pub sha256: Option<String>,
     /// CRC-32, 8 hex digits.
     pub crc32: String,
     /// Bytes in the object.
@@ -210,10 +248,12 @@ pub struct ContentDigests {
 impl ContentDigests {
     /// Adds the digests to an object's attributes as user metadata.
     pub fn add_to(&self, attributes: &mut Attributes) {
-        attributes.insert(
-            Attribute::Metadata(SHA256_KEY.into()),
-            self.sha256.clone().into(),
-        );
+        if let Some(sha256) = &self.sha256 {
+            attributes.insert(
+                Attribute::Metadata(SHA256_KEY.into()),
+                sha256.clone().into(),
+            );
+        }
         attributes.insert(
             Attribute::Metadata(CRC32_KEY.into()),
             self.crc32.clone().into(),
@@ -331,18 +371,18 @@ mod tests {
 
     #[tokio::test]
     async fn the_pipe_hashes_what_inline_hashing_does() {
-        // Across batch boundaries, with chunks of uneven sizes, and below one batch.
-        for total in [
-            0usize,
-            10,
-            DIGEST_BATCH - 1,
-            DIGEST_BATCH,
-            3 * DIGEST_BATCH + 12_345,
-        ] {
+        // Across batch boundaries, with chunks of uneven sizes, and below
+        // one batch; with SHA-256 and without.
+        const PART: usize = 5 << 20;
+        let batch = PART / 2;
+        for (total, sha256) in [0usize, 10, batch - 1, batch, 3 * batch + 12_345]
+            .into_iter()
+            .flat_map(|total| [(total, true), (total, false)])
+        {
             let data: Vec<u8> = (0..total).map(|i| (i * 31 % 251) as u8).collect();
-            let mut inline = UploadDigests::default();
+            let mut inline = UploadDigests::new(sha256);
             inline.update(&data);
-            let mut pipe = DigestPipe::default();
+            let mut pipe = DigestPipe::new(sha256, PART);
             let mut at = 0;
             let mut step = 1;
             while at < total {
@@ -356,7 +396,7 @@ mod tests {
             assert_eq!(
                 pipe.finish().await.unwrap(),
                 inline.finish(),
-                "{total} bytes"
+                "{total} bytes, sha256 {sha256}"
             );
         }
     }
@@ -383,13 +423,29 @@ mod tests {
             "9e107d9d372bb6826bd81d3542a419d6"
         );
         assert_eq!(over(Algorithm::Crc32, data), "414fa339");
-        let mut upload = UploadDigests::default();
+        let mut upload = UploadDigests::new(true);
         upload.update(&data[..10]);
         upload.update(&data[10..]);
         let digests = upload.finish();
-        assert_eq!(digests.sha256, over(Algorithm::Sha256, data));
+        assert_eq!(digests.sha256, Some(over(Algorithm::Sha256, data)));
         assert_eq!(digests.crc32, "414fa339");
         assert_eq!(digests.size, data.len() as u64);
+        let mut crc_only = UploadDigests::new(false);
+        crc_only.update(data);
+        let digests = crc_only.finish();
+        assert_eq!(digests.sha256, None);
+        assert_eq!(digests.crc32, "414fa339");
+        let mut attributes = Attributes::new();
+        digests.add_to(&mut attributes);
+        assert_eq!(
+            stored(&attributes, Algorithm::Sha256),
+            None,
+            "nothing stored"
+        );
+        assert_eq!(
+            stored(&attributes, Algorithm::Crc32).as_deref(),
+            Some("414fa339")
+        );
     }
 
     #[test]

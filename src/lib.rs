@@ -359,6 +359,7 @@ pub async fn serve_checked(
             idle_timeout: config.server.idle_timeout,
             storage_class: config.storage.storage_class.clone(),
             content_types: config.storage.content_types,
+            sha256: config.storage.upload_sha256,
             events: events.clone(),
         },
         rename_limit: config.storage.rename_limit,

@@ -649,6 +649,73 @@ async fn hash_from_clients(backend: Backend, label: &str) {
     );
 }
 
+/// `storage.upload_sha256 = false`: uploads store CRC-32 only, the event
+/// says `"sha256": null`, and HASH still answers the right SHA-256 by
+/// reading the object back (as for objects other tools wrote).
+async fn sha256_switched_off(backend: Backend, label: &str) {
+    let _serial = SERIAL.lock().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let receiver = Receiver::start(listener).await;
+    let opts = Options {
+        storage_extra: "part_size = \"5MiB\"\nupload_sha256 = false\n".into(),
+        ..events_options(port, "")
+    };
+    let Some(gw) = Gateway::start_with(backend, opts).await else {
+        return;
+    };
+    let data = payload(11 * 1024 * 1024 + 7, 31);
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("big.bin", &mut data.as_slice())
+        .await
+        .expect("STOR");
+    let a = attributes(&gw, "big.bin").await;
+    assert_eq!(metadata(&a, "sha256"), None, "no SHA-256 stored");
+    let crc = format!("{:08x}", crc_of(&data));
+    assert_eq!(metadata(&a, "crc32"), Some(crc.as_str()));
+
+    let events = receiver.wait_for(1).await;
+    assert_eq!(events[0].0["data"]["size"], data.len() as u64);
+    assert!(events[0].0["data"]["sha256"].is_null(), "{:?}", events[0].0);
+
+    let before = body_gets(&gw, label).await;
+    let reply = ftp
+        .custom_command("XCRC big.bin", &[suppaftp::Status::RequestedFileActionOk])
+        .await
+        .expect("XCRC");
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body).trim(),
+        format!("250 {crc}")
+    );
+    assert_eq!(body_gets(&gw, label).await, before, "CRC-32 is stored");
+    let reply = ftp
+        .custom_command(
+            "XSHA256 big.bin",
+            &[suppaftp::Status::RequestedFileActionOk],
+        )
+        .await
+        .expect("XSHA256");
+    assert_eq!(
+        String::from_utf8_lossy(&reply.body).trim(),
+        format!("250 {}", sha256(&data))
+    );
+    assert!(
+        body_gets(&gw, label).await > before,
+        "SHA-256 was computed by reading"
+    );
+    ftp.quit().await.ok();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_switched_off_on_local() {
+    sha256_switched_off(Backend::Local, "file").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sha256_switched_off_on_s3() {
+    sha256_switched_off(Backend::S3, "s3").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hash_on_local() {
     hash_from_clients(Backend::Local, "file").await;

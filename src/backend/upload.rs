@@ -51,6 +51,8 @@ pub struct UploadSettings {
     pub storage_class: Option<String>,
     /// Whether new objects get a `Content-Type` from their name.
     pub content_types: ContentTypes,
+    /// Whether uploads compute and store SHA-256 (CRC-32 always).
+    pub sha256: bool,
     /// Where upload events go (`None`: no webhook configured).
     pub events: Option<Events>,
 }
@@ -322,8 +324,8 @@ where
     let idle = settings.idle_timeout;
     let command = if existing.is_some() { "APPE" } else { "STOR" };
     let events = settings.events.clone();
+    let mut digests = DigestPipe::new(settings.sha256, settings.part_size);
     let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings, memory);
-    let mut digests = DigestPipe::default();
     let result: Result<(u64, ContentDigests), UploadError> = async {
         if let Some(mut head) = existing {
             while let Some(chunk) = head.next().await {
@@ -428,6 +430,7 @@ mod tests {
             idle_timeout: Duration::from_secs(30),
             storage_class: None,
             content_types: crate::integrity::ContentTypes::None,
+            sha256: true,
             events: None,
         };
         let data: Vec<u8> = (0..3 * PART + 99).map(|i| (i % 253) as u8).collect();
