@@ -166,9 +166,9 @@ class Target:
         self.score = score
 
 
-def ratio_target(name, scenario, measure, versus, at_least):
+def ratio_target(name, scenario, measure, versus, at_least, contender="bucketftp"):
     def check(res):
-        r = res.ratio(scenario, measure, "bucketftp", versus)
+        r = res.ratio(scenario, measure, contender, versus)
         if r is None:
             return "not measured", None
         return f"{r:.2f}× (need ≥ {at_least}×)", r >= at_least
@@ -200,6 +200,26 @@ def memory_target(name, scenario, measure, limit_mib_fn):
         if row is None or not row.median():
             return None
         return limit_mib_fn(res) / row.median()
+
+    return Target(name, check, score=score)
+
+
+def peak_share_target(name, scenario, measure, versus, at_most):
+    """bucketftp's peak RSS during `measure` at most `at_most` × `versus`'s
+    in the same run (median of the rounds' peaks for each)."""
+
+    def check(res):
+        a, b = res.get(scenario, measure, "bucketftp"), res.get(scenario, measure, versus)
+        if a is None or b is None or a.peak() is None or not b.peak():
+            return "not measured", None
+        share = a.peak() / b.peak()
+        return f"{a.peak():.0f} MiB = {share:.2f}× {versus}'s {b.peak():.0f} (need ≤ {at_most}×)", share <= at_most
+
+    def score(res):
+        a, b = res.get(scenario, measure, "bucketftp"), res.get(scenario, measure, versus)
+        if a is None or b is None or not a.peak() or not b.peak():
+            return None
+        return at_most * b.peak() / a.peak()
 
     return Target(name, check, score=score)
 

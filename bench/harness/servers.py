@@ -17,6 +17,7 @@ PASSIVE = {
     "vsftpd": (41000, 41999),
     "rclone": (42000, 42999),
     "unftp-sbe-gcs": (43000, 43999),
+    "bucketftp-no-sha": (44000, 44999),
 }
 
 S3_ACCESS_KEY = "test"

@@ -1,5 +1,8 @@
 """Scenario 1: local disk. bucketftp on file:// against vsftpd serving the
-same disk, plus the loopback TCP ceiling.
+same disk, plus the loopback TCP ceiling. Uploads are also measured with
+`storage.upload_sha256 = false` (NO_SHA below): SHA-256 of every upload is
+a feature vsftpd does not have, and this row shows what it costs and that
+the rest of the data path keeps up with vsftpd.
 
 Rounds alternate the contenders (bucketftp, vsftpd, ceiling, bucketftp, …)
 for each measure. The RETR source is a hard link to the same page-cached
@@ -14,6 +17,7 @@ from .. import ftp_clients, servers, tcp_ceiling
 from ..procs import MIB, Sampler
 
 SCENARIO = "local"
+NO_SHA = "bucketftp, upload_sha256 = false"
 
 
 def run(ctx):
@@ -22,20 +26,27 @@ def run(ctx):
     bftp_root = ctx.fresh_dir("local", "bucketftp")
     vs_root = ctx.fresh_dir("local", "vsftpd")
     ceiling_dir = ctx.fresh_dir("local", "ceiling")
+    no_sha_root = ctx.fresh_dir("local", "bucketftp-no-sha")
     bftp = servers.start_bucketftp(ctx.tools["bucketftp"], f"file://{bftp_root}", {}, ctx.workdir)
+    no_sha = servers.start_bucketftp(
+        ctx.tools["bucketftp"], f"file://{no_sha_root}", {}, ctx.workdir, name=NO_SHA,
+        env={**os.environ, "BUCKETFTP__STORAGE__UPLOAD_SHA256": "false"},
+        passive=servers.PASSIVE["bucketftp-no-sha"],
+    )
     vsftpd = servers.start_vsftpd(vs_root, ctx.workdir)
     try:
         vs_pub = os.path.join(vs_root, "pub")
         # (endpoint, directory on disk behind the endpoint's working dir,
         #  process whose memory is the server's; vsftpd forks per session)
         contenders = [(bftp, bftp_root, bftp.server), (vsftpd, vs_pub, None)]
+        uploaders = contenders + [(no_sha, no_sha_root, no_sha.server)]
         for _, disk_dir, _ in contenders:
             os.link(src, os.path.join(disk_dir, "seed.bin"))
         big = f"{size // MIB} MiB" if size < 1024 * MIB else f"{size // (1024 * MIB)} GiB"
         res = ctx.results
         for r in ctx.rounds_range():
             ctx.log(f"local round {r + 1}/{ctx.rounds}: STOR {big}")
-            for ep, disk_dir, proc in contenders:
+            for ep, disk_dir, proc in uploaders:
                 ctx.settle()
                 with Sampler(proc) as s:
                     t = ftp_clients.curl_stor(ep.url(f"stor-{r}.bin"), src, size)
@@ -63,7 +74,7 @@ def run(ctx):
             label = f"{count} × {fsize // 1024} KiB, {sessions} sessions"
             ctx.log(f"local round {r + 1}/{ctx.rounds}: {label}")
             for direction in ("stor", "retr"):
-                for ep, disk_dir, proc in contenders:
+                for ep, disk_dir, proc in (uploaders if direction == "stor" else contenders):
                     d = f"small-{r}"
                     if direction == "stor":
                         ftp_clients.ftp_mkdir(ep, d)
@@ -72,9 +83,10 @@ def run(ctx):
                         t = ftp_clients.many_files(ep, d, count, fsize, sessions, direction)
                     res.add(SCENARIO, f"{direction.upper()} {label}", ep.name, count / t, "files/s",
                             peak_mib=s.peak_mib, cpu_s=s.cpu_s)
-            for _, disk_dir, _ in contenders:
+            for _, disk_dir, _ in uploaders:
                 shutil.rmtree(os.path.join(disk_dir, f"small-{r}"))
     finally:
         bftp.server.stop()
+        no_sha.server.stop()
         vsftpd.server.stop()
         shutil.rmtree(os.path.join(ctx.workdir, "local"), ignore_errors=True)
