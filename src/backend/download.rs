@@ -177,7 +177,7 @@ const GROWTH: f64 = 1.05;
 /// at the store (TCP flow control): collecting every 8 MiB range whole kept
 /// 8 × 8 MiB buffers alive per download and made a single S3 RETR's peak
 /// RSS higher than rclone's (issue #18).
-const READ_AHEAD: usize = 1 << 20;
+const READ_AHEAD: usize = 512 << 10;
 
 /// What one open range may hold, paid from the budget: its read-ahead plus
 /// the one frame that may cross it (hyper's read buffer, at most ~400 KiB).
