@@ -184,9 +184,9 @@ pub struct Account {
     pub allowed_networks: Vec<IpNet>,
     /// Refuse the login unless the control channel is TLS.
     pub tls_required: bool,
-    /// Set when the account's files go through the `unftp-sbe-gcs` engine
-    /// (rooted at the account's home) instead of object_store.
-    pub gcs_engine: Option<Arc<unftp_sbe_gcs::CloudStorage>>,
+    /// The engine that stores the account's files (object_store, or
+    /// unftp-sbe-gcs), chosen once at start-up and rooted at its home.
+    pub(crate) engine: Arc<dyn crate::backend::Engine>,
 }
 
 impl fmt::Debug for Account {

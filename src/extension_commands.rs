@@ -18,7 +18,8 @@
 //! server is built per connection), so `OPTS HASH` state lives here.
 
 use crate::auth::SessionUser;
-use crate::backend::{reply_code_of, ObjectBackend};
+use crate::backend::reply_codes::reply_code_of;
+use crate::backend::ObjectBackend;
 use crate::integrity::Algorithm;
 use async_trait::async_trait;
 use libunftp::options::{Reply, ReplyCode, SiteCommandContext, SiteCommandHandler};

@@ -10,8 +10,11 @@
 //! - [`storage_check`]: start-up storage errors worded with endpoint and fix.
 //! - [`paths`]: FTP path → object key, jailed under the user's home.
 //! - [`auth`]: accounts, password hashes, lockout, libunftp authenticator.
-//! - [`backend`]: libunftp `StorageBackend` over `object_store` (listing,
-//!   streaming uploads and downloads, directories, the error table).
+//! - [`backend`]: the libunftp `StorageBackend`: one wrapper (permissions,
+//!   jail and home guards, REST offsets, transfers, the upload commit rule,
+//!   audit) around the storage engine chosen per account: object_store
+//!   (listing, streaming uploads and downloads, directories, the error
+//!   table) or unftp-sbe-gcs.
 //! - [`transfers`]: in-flight transfer registry for graceful shutdown.
 //! - [`memory_budget`]: the bytes of transfer buffers the process may hold,
 //!   shared by every upload and download.
@@ -186,6 +189,23 @@ pub fn log_directive(level: &str) -> String {
     directive
 }
 
+/// The engine that stores an account's files, chosen once: unftp-sbe-gcs
+/// when `storage.engine` names it (accounts on the default store only),
+/// object_store otherwise.
+fn engine_for(
+    store: &OpenedStore,
+    jail: &paths::Jail,
+    sbe_gcs: Option<&backend::sbe_gcs::SbeGcsConfig>,
+) -> Arc<dyn backend::Engine> {
+    match sbe_gcs {
+        Some(gcs) => gcs.engine(jail),
+        None => Arc::new(backend::ObjectEngine::new(
+            store.clone(),
+            jail.root().clone(),
+        )),
+    }
+}
+
 /// Opens every store the configuration names and builds the accounts.
 ///
 /// Returns the accounts and the distinct stores (for readiness).
@@ -226,6 +246,8 @@ pub fn build_accounts(
             user: user.name.clone(),
             source,
         })?;
+        let own_store = user.storage.is_some();
+        let engine = engine_for(&store, &jail, sbe_gcs.as_ref().filter(|_| !own_store));
         users.push(Account {
             name: user.name.clone(),
             password_hash: Some(user.password_hash.clone()),
@@ -234,10 +256,7 @@ pub fn build_accounts(
             enabled: user.enabled,
             allowed_networks: user.allowed_networks.clone(),
             tls_required: user.tls_required,
-            gcs_engine: match (&user.storage, &sbe_gcs) {
-                (None, Some(engine)) => Some(engine.storage_for(jail.root().as_ref())),
-                _ => None,
-            },
+            engine,
             jail,
         });
     }
@@ -253,9 +272,7 @@ pub fn build_accounts(
                 name: "anonymous".into(),
                 password_hash: None,
                 store: default_store.clone(),
-                gcs_engine: sbe_gcs
-                    .as_ref()
-                    .map(|e| e.storage_for(jail.root().as_ref())),
+                engine: engine_for(&default_store, &jail, sbe_gcs.as_ref()),
                 jail,
                 permissions: anon.permissions,
                 enabled: true,

@@ -156,6 +156,12 @@ impl TransferGuard {
         self.transfers.cancel.is_cancelled()
     }
 
+    /// The signal itself, for a reader that outlives this borrow and
+    /// polls it rather than selecting on it (an upload's input).
+    pub fn shutdown_signal(&self) -> CancellationToken {
+        self.transfers.cancel.clone()
+    }
+
     /// The transfer's direction.
     pub fn direction(&self) -> Direction {
         self.direction

@@ -10,12 +10,12 @@
 //! shutdown and the in-flight metrics apply) and refused above
 //! [`ON_DEMAND_LIMIT`].
 
-use super::{reply_codes::storage_error, ObjectBackend};
-use crate::auth::{Permission, SessionUser};
+use super::engine::BeginDownload;
+use super::reply_codes::storage_error;
 use crate::integrity::{self, Algorithm, DigestError};
-use crate::transfers::Direction;
+use crate::store_url::OpenedStore;
+use object_store::path::Path as ObjectPath;
 use object_store::GetOptions;
-use std::path::Path;
 use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, Result};
 
 /// Largest object whose checksum is computed by reading it (4 GiB: about
@@ -24,65 +24,59 @@ use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, 
 /// store for minutes per request.
 pub const ON_DEMAND_LIMIT: u64 = 4 << 30;
 
-impl ObjectBackend {
-    /// The `algorithm` digest (lowercase hex) of the object at `path`, and
-    /// the object's size.
-    pub async fn checksum(
-        &self,
-        user: &SessionUser,
-        path: &Path,
-        algorithm: Algorithm,
-    ) -> Result<(String, u64)> {
-        self.allow(user, Permission::Read)?;
-        if user.account.gcs_engine.is_some() {
-            return Err(super::sbe_gcs::unsupported("checksums"));
-        }
-        let key = self.key(user, path).await?;
-        let store = &user.account.store.store;
-        let head = store
-            .get_opts(
-                &key,
-                GetOptions {
-                    head: true,
-                    ..GetOptions::default()
-                },
-            )
-            .await
-            .map_err(storage_error)?;
-        let size = head.meta.size;
-        if let Some(value) = integrity::stored(&head.attributes, algorithm) {
-            return Ok((value, size));
-        }
-        if size > ON_DEMAND_LIMIT {
-            return Err(StorageError::new(
-                StorageErrorKind::PermanentFileNotAvailable,
-                DigestError::TooLarge {
-                    size,
-                    limit: ON_DEMAND_LIMIT,
-                },
-            ));
-        }
-        let guard = self.begin(Direction::Download)?;
-        let options = GetOptions {
-            if_match: head.meta.e_tag.clone(),
-            ..GetOptions::default()
-        };
-        let body = store
-            .get_opts(&key, options)
-            .await
-            .map_err(storage_error)?
-            .into_stream();
-        tokio::select! {
-            _ = guard.cancelled() => Err(StorageError::new(
-                StorageErrorKind::TransientFileNotAvailable,
-                "server shutting down",
-            )),
-            digest = integrity::compute(algorithm, body) => digest
-                .map(|digest| (digest, size))
-                .map_err(|e| match e {
-                    DigestError::Read(source) => storage_error(source),
-                    other => StorageError::new(StorageErrorKind::LocalError, other),
-                }),
-        }
+/// The `algorithm` digest (lowercase hex) of the object at `key`, and the
+/// object's size; `begin` registers the download when the object must be
+/// read.
+pub(super) async fn checksum(
+    store: &OpenedStore,
+    key: &ObjectPath,
+    algorithm: Algorithm,
+    begin: &BeginDownload<'_>,
+) -> Result<(String, u64)> {
+    let store = &store.store;
+    let head = store
+        .get_opts(
+            key,
+            GetOptions {
+                head: true,
+                ..GetOptions::default()
+            },
+        )
+        .await
+        .map_err(storage_error)?;
+    let size = head.meta.size;
+    if let Some(value) = integrity::stored(&head.attributes, algorithm) {
+        return Ok((value, size));
+    }
+    if size > ON_DEMAND_LIMIT {
+        return Err(StorageError::new(
+            StorageErrorKind::PermanentFileNotAvailable,
+            DigestError::TooLarge {
+                size,
+                limit: ON_DEMAND_LIMIT,
+            },
+        ));
+    }
+    let guard = begin()?;
+    let options = GetOptions {
+        if_match: head.meta.e_tag.clone(),
+        ..GetOptions::default()
+    };
+    let body = store
+        .get_opts(key, options)
+        .await
+        .map_err(storage_error)?
+        .into_stream();
+    tokio::select! {
+        _ = guard.cancelled() => Err(StorageError::new(
+            StorageErrorKind::TransientFileNotAvailable,
+            "server shutting down",
+        )),
+        digest = integrity::compute(algorithm, body) => digest
+            .map(|digest| (digest, size))
+            .map_err(|e| match e {
+                DigestError::Read(source) => storage_error(source),
+                other => StorageError::new(StorageErrorKind::LocalError, other),
+            }),
     }
 }

@@ -1,9 +1,22 @@
-//! The libunftp storage back-end over `object_store`.
+//! The libunftp storage back-end: one wrapper around the storage engines.
 //!
 //! One [`ObjectBackend`] exists per control connection (libunftp calls the
-//! factory once per session). It resolves every FTP path through the user's
-//! [`Jail`](crate::paths::Jail), checks the user's permissions, and maps each
-//! FTP operation onto object-store calls:
+//! factory once per session). Whichever engine stores the account's files
+//! ([`engine`]: object_store, or unftp-sbe-gcs), this wrapper is the one
+//! place that
+//! - checks the user's permissions;
+//! - resolves every FTP path through the user's
+//!   [`Jail`](crate::paths::Jail), and refuses what no engine may do to the
+//!   home directory;
+//! - checks REST offsets against the file's size;
+//! - registers transfers (shutdown, `server.max_uploads`, metrics);
+//! - reads uploads through the commit rule ([`commit_rule`]): an upload
+//!   becomes visible only when complete, and ABOR, a vanished client,
+//!   shutdown or a failure leave nothing and are never answered 226;
+//! - writes one audit record per operation.
+//!
+//! The object_store engine ([`object_engine`]) maps FTP onto object-store
+//! calls:
 //!
 //! | FTP            | object store                                             |
 //! |----------------|----------------------------------------------------------|
@@ -17,36 +30,44 @@
 //! | MKD / RMD      | `dir/` marker object (a real directory on `file://`)     |
 //! | RNFR/RNTO      | `rename` (copy + delete on clouds), per object for dirs  |
 
+mod audit;
 mod checksums;
 pub mod close_notify;
+mod commit_rule;
 mod directories;
 pub mod download;
+mod engine;
+mod guards;
 pub mod local_paths;
 pub mod modified_time;
 mod name_pattern;
+mod object_engine;
 pub mod reply_codes;
 pub mod sbe_gcs;
 pub mod upload;
 
+pub(crate) use engine::Engine;
+pub use engine::ObjectMetadata;
+pub(crate) use object_engine::ObjectEngine;
+
 use crate::auth::{Permission, SessionUser};
-use crate::memory_budget::{self, Reservation};
-use crate::store_url::StoreKind;
-use crate::transfers::{Direction, SessionContext, TransferRefused, Transfers};
+use crate::integrity::Algorithm;
+use crate::transfers::{Direction, SessionContext, TransferGuard, TransferRefused, Transfers};
 use async_trait::async_trait;
-use directories::{Entry, EntryKind};
-use futures::{StreamExt, TryStreamExt};
-use object_store::path::Path as ObjectPath;
-use object_store::ObjectStoreExt;
-use reply_codes::{local_path_error, path_error, storage_error};
+use commit_rule::UploadInput;
+use engine::{unsupported, BeginDownload, Listing, Transfer};
+use futures::StreamExt;
+use guards::HomeUse;
+use reply_codes::path_error;
 use std::fmt::Debug;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 use unftp_core::storage::{
-    Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Metadata, Permissions,
-    Result as StorageResult, StorageBackend, FEATURE_RESTART, FEATURE_SITEMD5,
+    Error as StorageError, ErrorKind as StorageErrorKind, Metadata, Result as StorageResult,
+    StorageBackend, FEATURE_RESTART, FEATURE_SITEMD5,
 };
-use upload::{UploadError, UploadSettings};
+use upload::UploadSettings;
 
 /// Behaviour switches shared by every session.
 #[derive(Debug, Clone)]
@@ -94,39 +115,9 @@ impl ObjectBackend {
         }
     }
 
-    fn allow(&self, user: &SessionUser, permission: Permission) -> StorageResult<()> {
-        if user.account.permissions.allows(permission) {
-            Ok(())
-        } else {
-            Err(StorageError::new(
-                StorageErrorKind::PermissionDenied,
-                format!("user lacks the {permission:?} permission"),
-            ))
-        }
-    }
-
-    /// The object key for an FTP path: jailed under the user's home and, on
-    /// `file://`, checked against what a local store can hold (names it
-    /// reserves, symbolic links leading outside its root).
-    async fn key(&self, user: &SessionUser, path: &Path) -> StorageResult<ObjectPath> {
-        let key = user.account.jail.key(path).map_err(path_error)?;
-        if let StoreKind::Local { root, fs } = &user.account.store.kind {
-            local_paths::check(root, fs, &key)
-                .await
-                .map_err(local_path_error)?;
-        }
-        Ok(key)
-    }
-
-    /// Metadata reveals that a file exists, so it needs one of the
-    /// permissions that show files (SIZE, MDTM, MLST, RNFR; APPE's size
-    /// probe then finds nothing and the upload is checked as a new file).
-    fn allow_metadata(&self, user: &SessionUser) -> StorageResult<()> {
-        self.allow(user, Permission::List)
-            .or_else(|_| self.allow(user, Permission::Read))
-    }
-
-    fn begin(&self, direction: Direction) -> StorageResult<crate::transfers::TransferGuard> {
+    /// Registers a transfer. Refusals (shutdown begun, `server.max_uploads`
+    /// reached) pass, so they are 450: try again later.
+    fn begin(&self, direction: Direction) -> StorageResult<TransferGuard> {
         self.transfers.begin(direction).map_err(|e| {
             let kind = match e {
                 TransferRefused::ShuttingDown | TransferRefused::TooManyUploads => {
@@ -137,6 +128,16 @@ impl ObjectBackend {
         })
     }
 
+    /// What an engine is lent of this session for one transfer.
+    fn transfer<'a>(&'a self, user: &'a SessionUser, guard: &'a TransferGuard) -> Transfer<'a> {
+        Transfer {
+            user,
+            session: &self.session,
+            settings: &self.settings,
+            guard,
+        }
+    }
+
     /// LIST/MLSD/NLST: the entries of a directory (or of its files matching
     /// a `*`/`?` pattern), with stored `mtime`s read for up to
     /// `mtime_limit` files.
@@ -145,33 +146,16 @@ impl ObjectBackend {
         user: &SessionUser,
         path: &Path,
         mtime_limit: usize,
-    ) -> StorageResult<Vec<Fileinfo<PathBuf, ObjectMetadata>>> {
+    ) -> StorageResult<Listing> {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::List)?;
-            if let Some(gcs) = &user.account.gcs_engine {
-                return sbe_gcs::ops::list(gcs, user, path).await;
-            }
             // `LIST *.txt`, `NLST m?.jpg`: the parent's listing, filtered.
             let pattern = name_pattern::split(path);
             let dir = pattern.as_ref().map_or(path, |(dir, _)| dir);
-            let key = self.key(user, dir).await?;
-            let account = &user.account;
-            let mut entries = directories::list(&account.store, account.jail.root(), &key)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| not_found("no such directory"))?;
-            if let Some((_, pattern)) = &pattern {
-                entries.retain(|e| name_pattern::matches(pattern, &e.name));
-            }
-            directories::apply_stored_mtimes(&account.store, &mut entries, mtime_limit).await;
-            Ok(entries
-                .iter()
-                .map(|e| Fileinfo {
-                    path: PathBuf::from(&e.name),
-                    metadata: ObjectMetadata::from(e),
-                })
-                .collect::<Vec<_>>())
+            let key = self.resolve(user, dir).await?;
+            let pattern = pattern.as_ref().map(|(_, pattern)| pattern.as_str());
+            user.account.engine.list(&key, pattern, mtime_limit).await
         }
         .await;
         if let Err(e) = &result {
@@ -180,249 +164,36 @@ impl ObjectBackend {
         result
     }
 
-    /// A new transfer's base reservation from the memory budget. A transfer
-    /// that gets none within `storage.memory_wait` is refused with 451
-    /// ("local error in processing", RFC 959 lists it for both RETR and
-    /// STOR): the shortage is the server's own and passes, so the reply is
-    /// transient (4xx) and clients retry; 450 already means "file busy"
-    /// (max_uploads) and 452 would claim the store is full.
-    async fn reserve(
-        &self,
-        bytes: usize,
-        guard: &crate::transfers::TransferGuard,
-    ) -> StorageResult<Reservation> {
-        self.settings
-            .upload
-            .budget
-            .reserve(bytes, guard.cancelled())
-            .await
-            .map_err(|e| StorageError::new(StorageErrorKind::LocalError, e))
-    }
-
-    /// For users without [`Permission::Overwrite`]: refuses an upload that
-    /// would replace or extend an existing file. (Checked before the upload;
-    /// two uploads racing to create the same name can both pass.)
-    async fn refuse_existing(
+    /// The `algorithm` digest (lowercase hex) of the file at `path`, and
+    /// its size: `SITE MD5`, `HASH` and the `X*` digest commands.
+    pub async fn checksum(
         &self,
         user: &SessionUser,
         path: &Path,
-        start_pos: u64,
+        algorithm: Algorithm,
+    ) -> StorageResult<(String, u64)> {
+        self.allow(user, Permission::Read)?;
+        let key = self.resolve(user, path).await?;
+        let begin: &BeginDownload<'_> = &|| self.begin(Direction::Download);
+        user.account.engine.checksum(&key, algorithm, begin).await
+    }
+
+    /// Sets the modification time of the file at `path` (MFMT; one audit
+    /// record).
+    pub async fn set_modified(
+        &self,
+        user: &SessionUser,
+        path: &Path,
+        when: SystemTime,
     ) -> StorageResult<()> {
-        let refused = || {
-            StorageError::new(
-                StorageErrorKind::PermanentFileNotAvailable,
-                "file exists and this user may not overwrite files",
-            )
-        };
-        if start_pos > 0 {
-            return Err(refused());
-        }
-        let exists = if let Some(gcs) = &user.account.gcs_engine {
-            sbe_gcs::ops::metadata(gcs, user, path).await.is_ok()
-        } else {
-            let key = self.key(user, path).await?;
-            match user.account.store.store.head(&key).await {
-                Ok(_) => true,
-                Err(object_store::Error::NotFound { .. }) => false,
-                Err(e) => return Err(storage_error(e)),
-            }
-        };
-        if exists {
-            Err(refused())
-        } else {
-            Ok(())
-        }
+        self.audited(user, "MFMT", path, async {
+            self.allow(user, Permission::Write)?;
+            let key = self.resolve(user, path).await?;
+            Self::not_home(user, &key, HomeUse::SetTime)?;
+            user.account.engine.set_modified(&key, when).await
+        })
+        .await
     }
-
-    /// What runs when a download's reader is dropped: the audit record and
-    /// the transfer metrics, with the bytes actually sent.
-    fn finish_download(
-        &self,
-        user: &SessionUser,
-        path: &Path,
-        started: Instant,
-    ) -> impl FnOnce(u64, bool) + Send + 'static {
-        let (backend, user, path) = (self.clone(), user.clone(), path.to_path_buf());
-        move |bytes, completed| {
-            // An ABOR sent with urgent data during this download must not
-            // be taken for an abort of the next upload.
-            let _ = backend.session.take_urgent();
-            crate::metrics::transfer_outcome(
-                Direction::Download,
-                completed,
-                started.elapsed(),
-                bytes,
-            );
-            let result = if completed {
-                Ok(())
-            } else {
-                Err(StorageError::new(
-                    StorageErrorKind::ConnectionClosed,
-                    "download did not complete",
-                ))
-            };
-            backend.audit(
-                &user,
-                "RETR",
-                &path,
-                bytes,
-                started,
-                &result.as_ref().map(|_| ()),
-            );
-        }
-    }
-
-    /// Times a command that moves no bytes and writes its audit line, so
-    /// DELE, MKD, RNTO, RMD and MFMT report alike.
-    async fn audited<T>(
-        &self,
-        user: &SessionUser,
-        command: &'static str,
-        path: &Path,
-        op: impl std::future::Future<Output = StorageResult<T>>,
-    ) -> StorageResult<T> {
-        let started = Instant::now();
-        let result = op.await;
-        self.audit(
-            user,
-            command,
-            path,
-            0,
-            started,
-            &result.as_ref().map(|_| ()),
-        );
-        result
-    }
-
-    /// One audit record per finished operation, at info level.
-    fn audit(
-        &self,
-        user: &SessionUser,
-        command: &'static str,
-        path: &Path,
-        bytes: u64,
-        started: Instant,
-        result: &Result<(), &StorageError>,
-    ) {
-        let (outcome, reply) = match result {
-            Ok(()) => ("ok", reply_code_ok(command)),
-            Err(e) => ("error", reply_code_of(e.kind())),
-        };
-        tracing::info!(
-            target: "bucketftp::audit",
-            session = self.session.id,
-            user = %user,
-            client_ip = %self.session.peer.ip(),
-            command,
-            path = %path.display(),
-            bytes,
-            duration_ms = started.elapsed().as_millis() as u64,
-            outcome,
-            reply,
-            cause = result.as_ref().err().map(|e| crate::error_chain(e)).unwrap_or_default(),
-            "ftp operation"
-        );
-    }
-}
-
-/// The reply code libunftp sends for a successful command.
-fn reply_code_ok(command: &str) -> u16 {
-    match command {
-        "STOR" | "RETR" | "APPE" => 226,
-        "MKD" => 257,
-        "MFMT" => 213,
-        _ => 250,
-    }
-}
-
-/// The reply code libunftp sends for a storage error kind.
-pub fn reply_code_of(kind: StorageErrorKind) -> u16 {
-    match kind {
-        StorageErrorKind::TransientFileNotAvailable => 450,
-        StorageErrorKind::PermanentFileNotAvailable
-        | StorageErrorKind::PermanentDirectoryNotAvailable
-        | StorageErrorKind::PermanentDirectoryNotEmpty
-        | StorageErrorKind::PermissionDenied => 550,
-        StorageErrorKind::ConnectionClosed => 426,
-        StorageErrorKind::LocalError => 451,
-        StorageErrorKind::PageTypeUnknown => 551,
-        StorageErrorKind::InsufficientStorageSpaceError => 452,
-        StorageErrorKind::ExceededStorageAllocationError => 552,
-        StorageErrorKind::FileNameNotAllowedError => 553,
-        StorageErrorKind::CommandNotImplemented => 502,
-    }
-}
-
-impl From<UploadError> for StorageError {
-    fn from(err: UploadError) -> Self {
-        let kind = match &err {
-            UploadError::Client(_)
-            | UploadError::Idle(_)
-            | UploadError::ClientGone
-            | UploadError::Aborted => StorageErrorKind::ConnectionClosed,
-            UploadError::Shutdown => StorageErrorKind::TransientFileNotAvailable,
-            UploadError::Store(e) => reply_codes::kind_for(e),
-            UploadError::Existing(e) => reply_codes::kind_for(e),
-        };
-        StorageError::new(kind, err)
-    }
-}
-
-/// What LIST, MLSD and MLST show for a file or directory.
-#[derive(Debug, Clone)]
-pub struct ObjectMetadata {
-    len: u64,
-    modified: Option<SystemTime>,
-    dir: bool,
-}
-
-impl Metadata for ObjectMetadata {
-    fn len(&self) -> u64 {
-        self.len
-    }
-    fn is_dir(&self) -> bool {
-        self.dir
-    }
-    fn is_file(&self) -> bool {
-        !self.dir
-    }
-    fn is_symlink(&self) -> bool {
-        false
-    }
-    /// Every directory has a date (see [`directories::undated_directory`]):
-    /// `LIST` would otherwise print `--- -- --:--`, which wget and ftputil
-    /// cannot parse.
-    fn modified(&self) -> StorageResult<SystemTime> {
-        self.modified
-            .or_else(|| self.dir.then(directories::undated_directory))
-            .ok_or_else(|| StorageError::from(StorageErrorKind::PermanentFileNotAvailable))
-    }
-    fn gid(&self) -> u32 {
-        0
-    }
-    fn uid(&self) -> u32 {
-        0
-    }
-    fn permissions(&self) -> Permissions {
-        Permissions(if self.dir { 0o755 } else { 0o644 })
-    }
-}
-
-impl From<&Entry> for ObjectMetadata {
-    fn from(entry: &Entry) -> Self {
-        Self {
-            len: entry.size,
-            modified: entry.modified,
-            dir: entry.kind == EntryKind::Directory,
-        }
-    }
-}
-
-fn not_found(what: &str) -> StorageError {
-    StorageError::new(
-        StorageErrorKind::PermanentFileNotAvailable,
-        what.to_string(),
-    )
 }
 
 #[async_trait]
@@ -444,7 +215,7 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         user: &SessionUser,
         path: P,
     ) -> StorageResult<String> {
-        self.checksum(user, path.as_ref(), crate::integrity::Algorithm::Md5)
+        self.checksum(user, path.as_ref(), Algorithm::Md5)
             .await
             .map(|(digest, _)| digest)
     }
@@ -462,23 +233,11 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         path: P,
     ) -> StorageResult<ObjectMetadata> {
         self.allow_metadata(user)?;
-        if let Some(gcs) = &user.account.gcs_engine {
-            return sbe_gcs::ops::metadata(gcs, user, path.as_ref()).await;
-        }
-        let key = self.key(user, path.as_ref()).await?;
-        let account = &user.account;
-        match directories::stat(&account.store, account.jail.root(), &key).await {
-            Ok(Some(entry)) => Ok(ObjectMetadata::from(&entry)),
-            Ok(None) => Err(not_found("no such file or directory")),
-            Err(e) => Err(storage_error(e)),
-        }
+        let key = self.resolve(user, path.as_ref()).await?;
+        user.account.engine.metadata(&key).await
     }
 
-    async fn list<P>(
-        &self,
-        user: &SessionUser,
-        path: P,
-    ) -> StorageResult<Vec<Fileinfo<PathBuf, ObjectMetadata>>>
+    async fn list<P>(&self, user: &SessionUser, path: P) -> StorageResult<Listing>
     where
         P: AsRef<Path> + Send + Debug,
     {
@@ -542,67 +301,16 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let started = Instant::now();
         let result = async {
             self.allow(user, Permission::Read)?;
-            if let Some(gcs) = &user.account.gcs_engine {
-                let reader = sbe_gcs::ops::get(gcs, user, path.as_ref(), start_pos).await?;
-                let guard = self.begin(Direction::Download)?;
-                let stream = tokio_util::io::ReaderStream::new(reader)
-                    .map_err(|e| object_store::Error::Generic {
-                        store: "unftp-sbe-gcs",
-                        source: Box::new(e),
-                    })
-                    .boxed();
-                return Ok(download::reader(
-                    stream,
-                    guard,
-                    self.finish_download(user, &path, started),
-                ));
-            }
-            let key = self.key(user, path.as_ref()).await?;
-            let store = &user.account.store.store;
-            if start_pos > 0 {
-                let meta = store.head(&key).await.map_err(storage_error)?;
-                if start_pos > meta.size {
-                    return Err(StorageError::new(
-                        StorageErrorKind::PermanentFileNotAvailable,
-                        format!(
-                            "restart offset {start_pos} is beyond the end of the file ({} bytes)",
-                            meta.size
-                        ),
-                    ));
-                }
-                if start_pos == meta.size {
-                    let guard = self.begin(Direction::Download)?;
-                    let done = self.finish_download(user, &path, started);
-                    return Ok(download::reader(
-                        Box::pin(futures::stream::empty()),
-                        guard,
-                        done,
-                    ));
-                }
-            }
+            let key = self.resolve(user, &path).await?;
+            let at_end =
+                start_pos > 0 && self.restart_within(user, &key, start_pos).await? == start_pos;
             let guard = self.begin(Direction::Download)?;
-            let ranged = matches!(user.account.store.kind, StoreKind::Cloud { .. })
-                && self.settings.download_concurrency > 1;
-            let stream = if ranged {
-                let part_size = self.settings.upload.part_size;
-                let memory = self
-                    .reserve(memory_budget::part_reservation(part_size), &guard)
-                    .await?;
-                let read_ahead = download::ReadAhead {
-                    chunk: part_size as u64,
-                    max_ranges: self.settings.download_concurrency,
-                    budget: self.settings.upload.budget.clone(),
-                };
-                download::open_parallel(store, &key, start_pos, read_ahead, memory).await
+            let stream = if at_end {
+                futures::stream::empty().boxed()
             } else {
-                let memory = self
-                    .reserve(memory_budget::STREAM_RESERVATION, &guard)
-                    .await?;
-                download::open_range(store, &key, start_pos, None)
-                    .await
-                    .map(|stream| download::hold(stream, memory))
-            }
-            .map_err(storage_error)?;
+                let transfer = self.transfer(user, &guard);
+                user.account.engine.open(&key, start_pos, &transfer).await?
+            };
             Ok(download::reader(
                 stream,
                 guard,
@@ -631,82 +339,38 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let input = close_notify::UploadEnd::new(input, self.settings.require_close_notify);
         let result = async {
             self.allow(user, Permission::Write)?;
+            let key = self.resolve(user, &path).await?;
             if !user.account.permissions.allows(Permission::Overwrite) {
-                self.refuse_existing(user, path.as_ref(), start_pos).await?;
+                self.refuse_existing(user, &key, start_pos).await?;
             }
-            if let Some(gcs) = &user.account.gcs_engine {
-                let guard = self.begin(Direction::Upload)?;
-                let input = sbe_gcs::GuardedInput::new(
-                    input,
-                    self.session.clone(),
-                    guard,
-                    self.settings.upload.idle_timeout,
-                );
-                let received = sbe_gcs::ops::put(gcs, user, input, path.as_ref(), start_pos).await;
-                crate::metrics::upload_finished(
-                    received.is_ok(),
-                    started.elapsed(),
-                    *received.as_ref().unwrap_or(&0),
-                );
-                return received;
-            }
-            let key = self.key(user, path.as_ref()).await?;
-            if &key == user.account.jail.root() {
-                return Err(StorageError::new(
-                    StorageErrorKind::FileNameNotAllowedError,
-                    "cannot store a file as the home directory",
-                ));
-            }
-            let store = user.account.store.store.clone();
-            let existing = if start_pos > 0 {
-                let meta = store.head(&key).await.map_err(storage_error)?;
-                if start_pos > meta.size {
-                    return Err(StorageError::new(
-                        StorageErrorKind::PermanentFileNotAvailable,
-                        format!(
-                            "restart offset {start_pos} is beyond the end of the file ({} bytes)",
-                            meta.size
-                        ),
+            Self::not_home(user, &key, HomeUse::Store)?;
+            let engine = &user.account.engine;
+            if start_pos > 0 {
+                if !engine.resumes_uploads() {
+                    return Err(unsupported(
+                        engine.name(),
+                        "resuming or appending (REST+STOR, APPE)",
                     ));
                 }
-                Some(
-                    download::open_range(&store, &key, 0, Some(start_pos))
-                        .await
-                        .map_err(storage_error)?,
-                )
-            } else {
-                None
-            };
+                self.restart_within(user, &key, start_pos).await?;
+            }
             let guard = self.begin(Direction::Upload)?;
-            let memory = self
-                .reserve(
-                    memory_budget::part_reservation(self.settings.upload.part_size),
-                    &guard,
-                )
-                .await?;
-            let target = upload::UploadTarget {
-                store,
-                key,
-                store_url: user.account.store.display_url.clone(),
-                user: user.account.name.clone(),
+            let idle = self.settings.upload.idle_timeout;
+            let (input, report) = UploadInput::new(input, self.session.clone(), &guard, idle);
+            let transfer = self.transfer(user, &guard);
+            let stored = engine.write(&key, input, start_pos, &transfer).await;
+            // A cut upload is answered for its cut, whatever the engine made
+            // of the error it read.
+            let received = match report.cut() {
+                Some(cut) => Err(StorageError::from(cut)),
+                None => stored.map(|()| report.received()),
             };
-            let received = upload::upload(
-                target,
-                existing,
-                input,
-                self.settings.upload.clone(),
-                memory,
-                &self.session,
-                &guard,
-            )
-            .await
-            .map(|committed| committed.received);
             crate::metrics::upload_finished(
                 received.is_ok(),
                 started.elapsed(),
                 *received.as_ref().unwrap_or(&0),
             );
-            Ok(received?)
+            received
         }
         .await;
         // The Telnet Synch of an ABOR that stopped this upload (or came after
@@ -714,8 +378,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let _ = self.session.take_urgent();
         let command = if start_pos > 0 { "APPE" } else { "STOR" };
         match &result {
-            Ok(bytes) => self.audit(user, command, path.as_ref(), *bytes, started, &Ok(())),
-            Err(e) => self.audit(user, command, path.as_ref(), 0, started, &Err(e)),
+            Ok(bytes) => self.audit(user, command, &path, *bytes, started, &Ok(())),
+            Err(e) => self.audit(user, command, &path, 0, started, &Err(e)),
         }
         result
     }
@@ -728,21 +392,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let path = path.as_ref().to_path_buf();
         self.audited(user, "DELE", &path, async {
             self.allow(user, Permission::Delete)?;
-            if let Some(gcs) = &user.account.gcs_engine {
-                return sbe_gcs::ops::del(gcs, user, path.as_ref()).await;
-            }
-            let key = self.key(user, path.as_ref()).await?;
-            if &key == user.account.jail.root() {
-                return Err(StorageError::new(
-                    StorageErrorKind::PermanentFileNotAvailable,
-                    "the home directory is not a file",
-                ));
-            }
-            let store = &user.account.store.store;
-            // S3 answers a delete of a missing key with success; DELE of a
-            // missing file must be 550, so look first.
-            store.head(&key).await.map_err(storage_error)?;
-            store.delete(&key).await.map_err(storage_error)
+            let key = self.resolve(user, &path).await?;
+            Self::not_home(user, &key, HomeUse::Delete)?;
+            user.account.engine.delete(&key).await
         })
         .await
     }
@@ -755,32 +407,16 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let path = path.as_ref().to_path_buf();
         self.audited(user, "MKD", &path, async {
             self.allow(user, Permission::Mkdir)?;
-            if let Some(gcs) = &user.account.gcs_engine {
-                return sbe_gcs::ops::mkd(gcs, user, path.as_ref(), self.settings.mkd_existing_ok)
-                    .await;
+            let key = self.resolve(user, &path).await?;
+            let engine = &user.account.engine;
+            match engine.stat(&key).await? {
+                Some(found) if found.is_dir() && self.settings.mkd_existing_ok => Ok(()),
+                Some(_) => Err(StorageError::new(
+                    StorageErrorKind::PermanentFileNotAvailable,
+                    "a file or directory with that name exists",
+                )),
+                None => engine.make_dir(&key).await,
             }
-            let key = self.key(user, path.as_ref()).await?;
-            let account = &user.account;
-            match directories::stat(&account.store, account.jail.root(), &key)
-                .await
-                .map_err(storage_error)?
-            {
-                Some(entry)
-                    if entry.kind == EntryKind::Directory && self.settings.mkd_existing_ok =>
-                {
-                    return Ok(())
-                }
-                Some(_) => {
-                    return Err(StorageError::new(
-                        StorageErrorKind::PermanentFileNotAvailable,
-                        "a file or directory with that name exists",
-                    ))
-                }
-                None => {}
-            }
-            directories::make(&account.store, &key)
-                .await
-                .map_err(storage_error)
         })
         .await
     }
@@ -794,49 +430,12 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let (from, to) = (from.as_ref().to_path_buf(), to.as_ref().to_path_buf());
         self.audited(user, "RNTO", &to, async {
             self.allow(user, Permission::Rename)?;
-            if user.account.gcs_engine.is_some() {
-                return Err(sbe_gcs::unsupported("rename"));
-            }
-            let from_key = self.key(user, from.as_ref()).await?;
-            let to_key = self.key(user, to.as_ref()).await?;
-            let account = &user.account;
-            let root = account.jail.root();
-            if &from_key == root || &to_key == root {
-                return Err(StorageError::new(
-                    StorageErrorKind::PermissionDenied,
-                    "cannot rename the home directory",
-                ));
-            }
-            if from_key == to_key {
-                return Ok(());
-            }
-            let entry = directories::stat(&account.store, root, &from_key)
-                .await
-                .map_err(storage_error)?
-                .ok_or_else(|| not_found("no such file or directory"))?;
-            match entry.kind {
-                EntryKind::File => account
-                    .store
-                    .store
-                    .rename(&from_key, &to_key)
-                    .await
-                    .map_err(storage_error),
-                EntryKind::Directory => {
-                    if to_key.prefix_matches(&from_key) {
-                        return Err(StorageError::new(
-                            StorageErrorKind::PermanentDirectoryNotAvailable,
-                            "cannot move a directory into itself",
-                        ));
-                    }
-                    directories::rename_dir(
-                        &account.store,
-                        &from_key,
-                        &to_key,
-                        self.settings.rename_limit,
-                    )
-                    .await
-                }
-            }
+            let from_key = self.resolve(user, &from).await?;
+            let to_key = self.resolve(user, &to).await?;
+            Self::not_home(user, &from_key, HomeUse::Rename)?;
+            Self::not_home(user, &to_key, HomeUse::Rename)?;
+            let limit = self.settings.rename_limit;
+            user.account.engine.rename(&from_key, &to_key, limit).await
         })
         .await
     }
@@ -849,18 +448,9 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         let path = path.as_ref().to_path_buf();
         self.audited(user, "RMD", &path, async {
             self.allow(user, Permission::Delete)?;
-            if let Some(gcs) = &user.account.gcs_engine {
-                return sbe_gcs::ops::rmd(gcs, user, path.as_ref()).await;
-            }
-            let key = self.key(user, path.as_ref()).await?;
-            let account = &user.account;
-            if &key == account.jail.root() {
-                return Err(StorageError::new(
-                    StorageErrorKind::PermissionDenied,
-                    "cannot remove the home directory",
-                ));
-            }
-            directories::remove(&account.store, account.jail.root(), &key).await
+            let key = self.resolve(user, &path).await?;
+            Self::not_home(user, &key, HomeUse::Remove)?;
+            user.account.engine.remove_dir(&key).await
         })
         .await
     }
@@ -870,43 +460,31 @@ impl StorageBackend<SessionUser> for ObjectBackend {
         user: &SessionUser,
         path: P,
     ) -> StorageResult<()> {
+        let path = path.as_ref();
         if !user.account.permissions.allows(Permission::List) {
             // A user who may not list learns nothing from CWD: every
             // directory inside the home "exists" (uploads create what they
             // need), so a drop box can still CWD to where it uploads.
-            return match user.account.jail.key(path.as_ref()) {
-                Ok(_) => Ok(()),
-                Err(e) => Err(path_error(e)),
-            };
+            return user.account.jail.key(path).map(|_| ()).map_err(path_error);
         }
-        if let Some(gcs) = &user.account.gcs_engine {
-            return sbe_gcs::ops::cwd(gcs, user, path.as_ref()).await;
-        }
-        if path
-            .as_ref()
-            .to_str()
-            .is_some_and(crate::paths::climbs_above_root)
-        {
+        if path.to_str().is_some_and(crate::paths::climbs_above_root) {
             return Err(StorageError::new(
                 StorageErrorKind::PermanentDirectoryNotAvailable,
                 "cannot change above the home directory",
             ));
         }
-        let key = self.key(user, path.as_ref()).await?;
-        let account = &user.account;
-        let found = directories::stat(&account.store, account.jail.root(), &key)
-            .await
-            .map_err(|e| {
-                tracing::warn!(session = self.session.id, path = %path.as_ref().display(), cause = %e, "CWD: storage error");
-                storage_error(e)
-            })?;
+        let key = self.resolve(user, path).await?;
+        let found = user.account.engine.stat(&key).await.map_err(|e| {
+            tracing::warn!(session = self.session.id, path = %path.display(), cause = %e, "CWD: storage error");
+            e
+        })?;
         let refusal = match found {
-            Some(entry) if entry.kind == EntryKind::Directory => return Ok(()),
+            Some(found) if found.is_dir() => return Ok(()),
             Some(_) => "not a directory",
             None => "no such directory",
         };
         // Routine: clients probe with CWD before MKD (curl --ftp-create-dirs).
-        tracing::debug!(session = self.session.id, path = %path.as_ref().display(), refusal, "CWD refused");
+        tracing::debug!(session = self.session.id, path = %path.display(), refusal, "CWD refused");
         Err(StorageError::new(
             StorageErrorKind::PermanentDirectoryNotAvailable,
             refusal,

@@ -26,15 +26,13 @@
 //! ([`super::directories::list`]), because no store's listing API returns
 //! user metadata to object_store.
 
-use super::{reply_codes::storage_error, ObjectBackend};
-use crate::auth::{Permission, SessionUser};
+use super::reply_codes::storage_error;
 use crate::cloud_attributes::{Precondition, WriteError};
 use crate::store_url::{OpenedStore, StoreKind};
 use object_store::path::Path as ObjectPath;
 use object_store::{
     Attribute, Attributes, GetOptions, ObjectStoreExt, PutMode, PutOptions, UpdateVersion,
 };
-use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, Result};
 
@@ -200,31 +198,13 @@ fn not_a_file() -> StorageError {
     StorageError::new(StorageErrorKind::PermanentFileNotAvailable, "not a file")
 }
 
-impl ObjectBackend {
-    /// Sets the modification time of the file at `path` (one audit record).
-    pub async fn set_modified(
-        &self,
-        user: &SessionUser,
-        path: &Path,
-        when: SystemTime,
-    ) -> Result<()> {
-        self.audited(user, "MFMT", path, async {
-            self.allow(user, Permission::Write)?;
-            if user.account.gcs_engine.is_some() {
-                return Err(super::sbe_gcs::unsupported("setting modification times"));
-            }
-            let key = self.key(user, path).await?;
-            if &key == user.account.jail.root() {
-                return Err(not_a_file());
-            }
-            let store = &user.account.store;
-            match &store.kind {
-                StoreKind::Local { fs, .. } => set_local(fs, &key, when).await,
-                StoreKind::Memory => set_in_memory(store, &key, when).await,
-                StoreKind::Cloud { .. } => set_in_cloud(store, &key, when).await,
-            }
-        })
-        .await
+/// Sets the modification time of the file at `key` (not the home: the
+/// caller refuses that).
+pub(super) async fn set(store: &OpenedStore, key: &ObjectPath, when: SystemTime) -> Result<()> {
+    match &store.kind {
+        StoreKind::Local { fs, .. } => set_local(fs, key, when).await,
+        StoreKind::Memory => set_in_memory(store, key, when).await,
+        StoreKind::Cloud { .. } => set_in_cloud(store, key, when).await,
     }
 }
 

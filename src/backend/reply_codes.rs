@@ -103,6 +103,24 @@ pub fn local_path_error(err: LocalPathError) -> StorageError {
     StorageError::new(kind, err)
 }
 
+/// The reply code libunftp sends for a storage error kind.
+pub fn reply_code_of(kind: StorageErrorKind) -> u16 {
+    match kind {
+        StorageErrorKind::TransientFileNotAvailable => 450,
+        StorageErrorKind::PermanentFileNotAvailable
+        | StorageErrorKind::PermanentDirectoryNotAvailable
+        | StorageErrorKind::PermanentDirectoryNotEmpty
+        | StorageErrorKind::PermissionDenied => 550,
+        StorageErrorKind::ConnectionClosed => 426,
+        StorageErrorKind::LocalError => 451,
+        StorageErrorKind::PageTypeUnknown => 551,
+        StorageErrorKind::InsufficientStorageSpaceError => 452,
+        StorageErrorKind::ExceededStorageAllocationError => 552,
+        StorageErrorKind::FileNameNotAllowedError => 553,
+        StorageErrorKind::CommandNotImplemented => 502,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

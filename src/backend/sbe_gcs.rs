@@ -3,22 +3,30 @@
 //!
 //! Operators migrating from unFTP keep their bucket layout, and the two
 //! engines can be compared on the same gateway. Users, homes, permissions,
-//! path jailing, transfer tracking and audit records are ours, exactly as
-//! with the object_store engine; only the storage calls go to the crate.
+//! path jailing, transfer tracking, the commit rule and audit records are
+//! the wrapper's ([`super::ObjectBackend`]), exactly as with the
+//! object_store engine; only the storage calls go to the crate.
 //!
 //! What the crate cannot do is refused rather than faked: it has no rename
 //! (502), and it always writes whole objects, so `REST`+`STOR` and `APPE`
-//! (which would silently overwrite) are refused with 502 too.
+//! (which would silently overwrite) are refused with 502 too; checksums and
+//! MFMT are refused as well.
 
-use crate::paths::{climbs_above_root, normalize, PathError};
-use crate::transfers::{SessionContext, TransferGuard};
-use std::path::{Path, PathBuf};
-use std::pin::Pin;
+use super::commit_rule::UploadInput;
+use super::engine::{ByteStream, Engine, Listing, ObjectMetadata, Transfer};
+use super::name_pattern;
+use crate::paths::Jail;
+use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use std::time::Duration;
-use tokio::io::{AsyncRead, ReadBuf};
-use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind};
+use std::time::SystemTime;
+use unftp_core::auth::DefaultUser;
+use unftp_core::storage::{
+    Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Metadata,
+    Result as StorageResult, StorageBackend,
+};
 use unftp_sbe_gcs::options::AuthMethod;
 use unftp_sbe_gcs::CloudStorage;
 
@@ -113,145 +121,196 @@ impl SbeGcsConfig {
         })
     }
 
-    /// The crate's client for one account, rooted at its home prefix.
-    pub fn storage_for(&self, root: &str) -> Arc<CloudStorage> {
-        Arc::new(CloudStorage::with_api_base(
-            self.api_base.clone(),
-            self.bucket.clone(),
-            PathBuf::from(root),
-            self.auth.clone(),
-        ))
+    /// The engine for one account: the crate's client rooted at its home.
+    pub(crate) fn engine(&self, jail: &Jail) -> Arc<dyn Engine> {
+        Arc::new(SbeGcsEngine {
+            gcs: CloudStorage::with_api_base(
+                self.api_base.clone(),
+                self.bucket.clone(),
+                PathBuf::from(jail.root().as_ref()),
+                self.auth.clone(),
+            ),
+            jail: jail.clone(),
+        })
     }
 }
 
 /// The public JSON API.
 const DEFAULT_API_BASE: &str = "https://www.googleapis.com";
 
-/// The FTP path as the crate should see it: normalised, relative to the
-/// account's root (which the crate prepends), never above it.
-pub fn crate_path(ftp_path: &Path) -> Result<PathBuf, PathError> {
-    let text = ftp_path.to_str().ok_or(PathError::NotUtf8)?;
-    let segments = normalize(text)?;
-    Ok(PathBuf::from(format!("/{}", segments.join("/"))))
+/// The crate ignores the user it is handed (0.3.1); the engine is already
+/// bound to one account's home.
+const USER: DefaultUser = DefaultUser;
+
+/// One account's files through the crate.
+struct SbeGcsEngine {
+    gcs: CloudStorage,
+    jail: Jail,
 }
 
-/// Whether a CWD target climbs above the home (refused, as with the other
-/// engine).
-pub fn cwd_escapes(ftp_path: &Path) -> bool {
-    ftp_path.to_str().is_some_and(climbs_above_root)
-}
-
-/// A refusal for what the crate cannot do.
-pub fn unsupported(what: &str) -> StorageError {
-    StorageError::new(
-        StorageErrorKind::CommandNotImplemented,
-        format!("{what} is not supported by the unftp-sbe-gcs engine"),
-    )
-}
-
-/// The client's upload as the crate reads it, ending in an error instead of
-/// end-of-file when the upload must not be committed: the client vanished
-/// (control connection gone when the data ended), shutdown cut it, or the
-/// data connection went silent. The crate streams the body of one HTTP
-/// request; an error aborts that request, and GCS creates no object from a
-/// request whose body never finished.
-pub struct GuardedInput<R> {
-    inner: R,
-    session: Arc<SessionContext>,
-    guard: TransferGuard,
-    idle: Duration,
-    idle_timer: Pin<Box<tokio::time::Sleep>>,
-    /// Bytes received from the client.
-    pub received: Arc<std::sync::atomic::AtomicU64>,
-}
-
-impl<R> GuardedInput<R> {
-    /// Wraps the client's data connection.
-    pub fn new(
-        inner: R,
-        session: Arc<SessionContext>,
-        guard: TransferGuard,
-        idle: Duration,
-    ) -> Self {
-        Self {
-            inner,
-            session,
-            guard,
-            idle,
-            idle_timer: Box::pin(tokio::time::sleep(idle)),
-            received: Arc::new(std::sync::atomic::AtomicU64::new(0)),
-        }
+impl SbeGcsEngine {
+    fn path(&self, key: &ObjectPath) -> StorageResult<PathBuf> {
+        crate_path(&self.jail, key)
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for GuardedInput<R> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if self.guard.is_cancelled() {
-            return Poll::Ready(Err(std::io::Error::other("upload cut by server shutdown")));
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                let n = buf.filled().len() - before;
-                if n == 0 {
-                    if self.session.abort_pending() {
-                        return Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionAborted,
-                            "upload aborted by the client",
-                        )));
-                    }
-                    if !self.session.control_alive() {
-                        return Poll::Ready(Err(std::io::Error::new(
-                            std::io::ErrorKind::ConnectionAborted,
-                            "control connection closed before the upload completed",
-                        )));
-                    }
-                } else {
-                    self.received
-                        .fetch_add(n as u64, std::sync::atomic::Ordering::Relaxed);
-                    crate::metrics::bytes_received(n);
-                    let deadline = tokio::time::Instant::now() + self.idle;
-                    self.idle_timer.as_mut().reset(deadline);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => {
-                if self.idle_timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Err(std::io::Error::new(
-                        std::io::ErrorKind::TimedOut,
-                        "data connection idle",
-                    )));
-                }
-                Poll::Pending
-            }
-        }
+/// The path the crate is given for `key`: absolute, relative to the
+/// account's home (which the crate prepends). Keys come from the jail, so
+/// one outside the home is a bug, refused rather than mapped.
+fn crate_path(jail: &Jail, key: &ObjectPath) -> StorageResult<PathBuf> {
+    jail.ftp_path(key).map(PathBuf::from).ok_or_else(|| {
+        StorageError::new(
+            StorageErrorKind::PermissionDenied,
+            "path outside the home directory",
+        )
+    })
+}
+
+fn convert(m: &impl Metadata) -> ObjectMetadata {
+    ObjectMetadata {
+        len: m.len(),
+        modified: m.modified().ok().filter(|t| *t > SystemTime::UNIX_EPOCH),
+        dir: m.is_dir(),
     }
 }
 
-use std::future::Future;
+#[async_trait]
+impl Engine for SbeGcsEngine {
+    fn name(&self) -> &'static str {
+        "unftp-sbe-gcs"
+    }
+
+    /// The crate uploads in one streaming request from byte 0.
+    fn resumes_uploads(&self) -> bool {
+        false
+    }
+
+    /// A directory as the crate's `cwd` sees it (a prefix or a `dir/`
+    /// marker), else a file as its `metadata` does.
+    async fn stat(&self, key: &ObjectPath) -> StorageResult<Option<ObjectMetadata>> {
+        let path = self.path(key)?;
+        match self.gcs.cwd(&USER, path.clone()).await {
+            Ok(()) => return Ok(Some(ObjectMetadata::undated_directory())),
+            Err(e) if e.kind() == StorageErrorKind::PermanentDirectoryNotAvailable => {}
+            Err(e) => return Err(e),
+        }
+        Ok(self
+            .gcs
+            .metadata(&USER, path)
+            .await
+            .ok()
+            .map(|m| convert(&m)))
+    }
+
+    /// One lookup of the object (the home is always a directory).
+    async fn metadata(&self, key: &ObjectPath) -> StorageResult<ObjectMetadata> {
+        if key == self.jail.root() {
+            return Ok(ObjectMetadata::undated_directory());
+        }
+        let found = self.gcs.metadata(&USER, self.path(key)?).await?;
+        Ok(convert(&found))
+    }
+
+    async fn file_exists(&self, key: &ObjectPath) -> StorageResult<bool> {
+        Ok(self.metadata(key).await.is_ok())
+    }
+
+    async fn list(
+        &self,
+        dir: &ObjectPath,
+        pattern: Option<&str>,
+        _mtime_limit: usize,
+    ) -> StorageResult<Listing> {
+        let entries = self.gcs.list(&USER, self.path(dir)?).await?;
+        Ok(entries
+            .into_iter()
+            .map(|f| Fileinfo {
+                path: f
+                    .path
+                    .file_name()
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| f.path.clone()),
+                metadata: convert(&f.metadata),
+            })
+            .filter(|f| pattern.is_none_or(|p| name_pattern::matches(p, &f.path.to_string_lossy())))
+            .collect())
+    }
+
+    async fn open(
+        &self,
+        key: &ObjectPath,
+        start_pos: u64,
+        _transfer: &Transfer<'_>,
+    ) -> StorageResult<ByteStream> {
+        let path = self.path(key)?;
+        if start_pos == 0 {
+            // The crate always sends a Range header, which GCS answers with
+            // 416 for an empty object: look first, and serve those as empty.
+            // (From a REST offset the object is known to be longer.)
+            let found = self.gcs.metadata(&USER, path.clone()).await?;
+            if found.is_file() && found.len() == 0 {
+                return Ok(futures::stream::empty().boxed());
+            }
+        }
+        let reader = self.gcs.get(&USER, path, start_pos).await?;
+        Ok(tokio_util::io::ReaderStream::new(reader)
+            .map_err(|e| object_store::Error::Generic {
+                store: "unftp-sbe-gcs",
+                source: Box::new(e),
+            })
+            .boxed())
+    }
+
+    /// One streaming POST of the whole object (`start_pos` is 0, see
+    /// [`Engine::resumes_uploads`]); an error from `input` aborts
+    /// the request and GCS stores nothing.
+    async fn write(
+        &self,
+        key: &ObjectPath,
+        input: UploadInput,
+        _start_pos: u64,
+        _transfer: &Transfer<'_>,
+    ) -> StorageResult<()> {
+        self.gcs
+            .put(&USER, input, self.path(key)?, 0)
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                StorageError::new(
+                    StorageErrorKind::ConnectionClosed,
+                    format!("upload not stored: {e}"),
+                )
+            })
+    }
+
+    async fn delete(&self, key: &ObjectPath) -> StorageResult<()> {
+        self.gcs.del(&USER, self.path(key)?).await
+    }
+
+    /// The crate writes a `dir/` marker through the JSON API.
+    async fn make_dir(&self, key: &ObjectPath) -> StorageResult<()> {
+        self.gcs.mkd(&USER, self.path(key)?).await
+    }
+
+    async fn remove_dir(&self, key: &ObjectPath) -> StorageResult<()> {
+        self.gcs.rmd(&USER, self.path(key)?).await
+    }
+}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn crate_paths_stay_inside_the_root() {
-        assert_eq!(
-            crate_path(Path::new("/a/../../b")).unwrap(),
-            PathBuf::from("/b")
-        );
-        assert_eq!(
-            crate_path(Path::new("x/./y/")).unwrap(),
-            PathBuf::from("/x/y")
-        );
-        assert_eq!(crate_path(Path::new("/")).unwrap(), PathBuf::from("/"));
-        assert!(crate_path(Path::new("a\\b")).is_err());
-        assert!(cwd_escapes(Path::new("/..")));
+        let jail = Jail::with_home(&ObjectPath::from("base"), "/home/alice").unwrap();
+        let path = |ftp: &str| crate_path(&jail, &jail.key(Path::new(ftp)).unwrap()).unwrap();
+        assert_eq!(path("/a/../../b"), PathBuf::from("/b"));
+        assert_eq!(path("x/./y/"), PathBuf::from("/x/y"));
+        assert_eq!(path("/"), PathBuf::from("/"));
+        assert!(jail.key(Path::new("a\\b")).is_err());
+        assert!(crate_path(&jail, &ObjectPath::from("base/home/bob/x")).is_err());
     }
 
     #[test]
@@ -274,175 +333,5 @@ mod tests {
         let c = SbeGcsConfig::from_options("b", &Default::default(), &Default::default()).unwrap();
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert!(c.auth == AuthMethod::WorkloadIdentity(None));
-    }
-}
-
-/// The storage calls, as the gateway's back-end makes them when an account
-/// uses this engine. Permissions, auditing and transfer tracking stay in
-/// the caller.
-pub mod ops {
-    use super::{crate_path, cwd_escapes, unsupported, GuardedInput};
-    use crate::auth::SessionUser;
-    use crate::backend::reply_codes::path_error;
-    use crate::backend::ObjectMetadata;
-    use std::path::{Path, PathBuf};
-    use std::time::SystemTime;
-    use unftp_core::storage::{
-        Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Metadata,
-        Result as StorageResult, StorageBackend,
-    };
-    use unftp_sbe_gcs::CloudStorage;
-
-    fn path(ftp_path: &Path) -> StorageResult<PathBuf> {
-        crate_path(ftp_path).map_err(path_error)
-    }
-
-    fn convert(m: &impl Metadata) -> ObjectMetadata {
-        ObjectMetadata {
-            len: m.len(),
-            modified: m.modified().ok().filter(|t| *t > SystemTime::UNIX_EPOCH),
-            dir: m.is_dir(),
-        }
-    }
-
-    /// `metadata`.
-    pub async fn metadata(
-        gcs: &CloudStorage,
-        user: &SessionUser,
-        ftp_path: &Path,
-    ) -> StorageResult<ObjectMetadata> {
-        let p = path(ftp_path)?;
-        if p == Path::new("/") {
-            return Ok(ObjectMetadata {
-                len: 0,
-                modified: None,
-                dir: true,
-            });
-        }
-        gcs.metadata(user, p).await.map(|m| convert(&m))
-    }
-
-    /// `list`.
-    pub async fn list(
-        gcs: &CloudStorage,
-        user: &SessionUser,
-        ftp_path: &Path,
-    ) -> StorageResult<Vec<Fileinfo<PathBuf, ObjectMetadata>>> {
-        let entries = gcs.list(user, path(ftp_path)?).await?;
-        Ok(entries
-            .into_iter()
-            .map(|f| Fileinfo {
-                path: f
-                    .path
-                    .file_name()
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| f.path.clone()),
-                metadata: convert(&f.metadata),
-            })
-            .collect())
-    }
-
-    /// `get`: the object from `start_pos` (the crate sends a ranged read).
-    pub async fn get(
-        gcs: &CloudStorage,
-        user: &SessionUser,
-        ftp_path: &Path,
-        start_pos: u64,
-    ) -> StorageResult<Box<dyn tokio::io::AsyncRead + Send + Sync + Unpin>> {
-        let p = path(ftp_path)?;
-        // The crate always sends a Range header, which GCS answers with 416
-        // for an empty object: look first, and serve those as empty.
-        let meta = gcs.metadata(user, p.clone()).await?;
-        if meta.is_file() && meta.len() == 0 && start_pos == 0 {
-            return Ok(Box::new(tokio::io::empty()));
-        }
-        gcs.get(user, p, start_pos).await
-    }
-
-    /// `put`: whole objects only; the upload is aborted (no object) unless
-    /// the data connection ended cleanly with the client still there.
-    pub async fn put<R>(
-        gcs: &CloudStorage,
-        user: &SessionUser,
-        input: GuardedInput<R>,
-        ftp_path: &Path,
-        start_pos: u64,
-    ) -> StorageResult<u64>
-    where
-        R: tokio::io::AsyncRead + Send + Sync + Unpin + 'static,
-    {
-        if start_pos > 0 {
-            // The crate would overwrite the object from byte 0.
-            return Err(unsupported("resuming or appending (REST+STOR, APPE)"));
-        }
-        let p = path(ftp_path)?;
-        if p == Path::new("/") {
-            return Err(StorageError::new(
-                StorageErrorKind::FileNameNotAllowedError,
-                "cannot store a file as the home directory",
-            ));
-        }
-        let received = input.received.clone();
-        gcs.put(user, input, p, 0).await.map_err(|e| {
-            StorageError::new(
-                StorageErrorKind::ConnectionClosed,
-                format!("upload not stored: {e}"),
-            )
-        })?;
-        Ok(received.load(std::sync::atomic::Ordering::Relaxed))
-    }
-
-    /// `del`.
-    pub async fn del(gcs: &CloudStorage, user: &SessionUser, ftp_path: &Path) -> StorageResult<()> {
-        gcs.del(user, path(ftp_path)?).await
-    }
-
-    /// `mkd`: the crate writes a `dir/` marker through the JSON API; an
-    /// existing name is refused (or accepted, for devices that need it).
-    pub async fn mkd(
-        gcs: &CloudStorage,
-        user: &SessionUser,
-        ftp_path: &Path,
-        existing_ok: bool,
-    ) -> StorageResult<()> {
-        let p = path(ftp_path)?;
-        let is_dir = gcs.cwd(user, p.clone()).await.is_ok();
-        if is_dir && existing_ok {
-            return Ok(());
-        }
-        if is_dir || gcs.metadata(user, p.clone()).await.is_ok() {
-            return Err(StorageError::new(
-                StorageErrorKind::PermanentFileNotAvailable,
-                "a file or directory with that name exists",
-            ));
-        }
-        gcs.mkd(user, p).await
-    }
-
-    /// `rmd`.
-    pub async fn rmd(gcs: &CloudStorage, user: &SessionUser, ftp_path: &Path) -> StorageResult<()> {
-        let p = path(ftp_path)?;
-        if p == Path::new("/") {
-            return Err(StorageError::new(
-                StorageErrorKind::PermissionDenied,
-                "cannot remove the home directory",
-            ));
-        }
-        gcs.rmd(user, p).await
-    }
-
-    /// `cwd`.
-    pub async fn cwd(gcs: &CloudStorage, user: &SessionUser, ftp_path: &Path) -> StorageResult<()> {
-        if cwd_escapes(ftp_path) {
-            return Err(StorageError::new(
-                StorageErrorKind::PermanentDirectoryNotAvailable,
-                "cannot change above the home directory",
-            ));
-        }
-        let p = path(ftp_path)?;
-        if p == Path::new("/") {
-            return Ok(());
-        }
-        gcs.cwd(user, p).await
     }
 }

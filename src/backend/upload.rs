@@ -112,21 +112,11 @@ const MIN_READ: usize = 16 * 1024;
 /// Why an upload did not complete (it left nothing behind in every case).
 #[derive(Debug, thiserror::Error)]
 pub enum UploadError {
-    /// Reading from the client's data connection failed.
+    /// Reading from the client's data connection failed, or the commit rule
+    /// cut it ([`super::commit_rule`]: ABOR, client gone, idle, shutdown).
     #[error("data connection failed")]
     Client(#[source] std::io::Error),
-    /// The data connection was silent for longer than the idle timeout.
-    #[error("data connection idle for {0:?}")]
-    Idle(Duration),
-    /// The client's control connection closed before the data ended: the
-    /// client went away, so the data is not known to be complete.
-    #[error("control connection closed before the upload completed")]
-    ClientGone,
-    /// The client aborted the upload (ABOR, found unread on the control
-    /// connection when the data ended).
-    #[error("upload aborted by the client")]
-    Aborted,
-    /// Shutdown's grace period ended during the upload.
+    /// Shutdown's grace period ended while the store was being written.
     #[error("upload cut by server shutdown")]
     Shutdown,
     /// The object store failed.
@@ -135,6 +125,20 @@ pub enum UploadError {
     /// Reading the existing object's head (for REST/APPE) failed.
     #[error("reading the existing object failed")]
     Existing(#[source] object_store::Error),
+}
+
+/// Client failures are 426; shutdown passes (450); the store's own
+/// failures are classed by [`super::reply_codes`].
+impl From<UploadError> for unftp_core::storage::Error {
+    fn from(err: UploadError) -> Self {
+        use unftp_core::storage::ErrorKind;
+        let kind = match &err {
+            UploadError::Client(_) => ErrorKind::ConnectionClosed,
+            UploadError::Shutdown => ErrorKind::TransientFileNotAvailable,
+            UploadError::Store(e) | UploadError::Existing(e) => super::reply_codes::kind_for(e),
+        };
+        Self::new(kind, err)
+    }
 }
 
 /// The runtime shuts down only when the server does.
@@ -306,9 +310,12 @@ impl Drop for PartSink {
 
 /// Uploads `existing` (bytes kept from the current object for REST/APPE)
 /// followed by everything the client sends, then commits — or aborts.
-/// After the commit (only then) the upload event is queued. `memory` is the
-/// upload's base reservation ([`crate::memory_budget::part_reservation`]),
-/// held until it ends.
+/// End-of-file on `input` is the end of a complete file: the session reads
+/// the client through [`super::commit_rule::UploadInput`], which ends in an
+/// error instead when the upload must not be committed. After the commit
+/// (only then) the upload event is queued. `memory` is the upload's base
+/// reservation ([`crate::memory_budget::part_reservation`]), held until it
+/// ends.
 pub async fn upload<R>(
     target: UploadTarget,
     existing: Option<BoxStream<'static, object_store::Result<Bytes>>>,
@@ -321,7 +328,6 @@ pub async fn upload<R>(
 where
     R: AsyncRead + Unpin,
 {
-    let idle = settings.idle_timeout;
     let command = if existing.is_some() { "APPE" } else { "STOR" };
     let events = settings.events.clone();
     let mut digests = DigestPipe::new(settings.sha256, settings.part_size);
@@ -337,20 +343,14 @@ where
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
         let mut received: u64 = 0;
         loop {
-            let n = tokio::select! {
-                biased;
-                _ = guard.cancelled() => return Err(UploadError::Shutdown),
-                read = tokio::time::timeout(idle, input.read_buf(&mut buf)) => match read {
-                    Err(_) => return Err(UploadError::Idle(idle)),
-                    Ok(Err(e)) => return Err(UploadError::Client(e)),
-                    Ok(Ok(n)) => n,
-                },
-            };
+            let n = input
+                .read_buf(&mut buf)
+                .await
+                .map_err(UploadError::Client)?;
             if n == 0 {
                 break;
             }
             received += n as u64;
-            crate::metrics::bytes_received(n);
             if buf.capacity() - buf.len() >= MIN_READ {
                 continue;
             }
@@ -370,15 +370,6 @@ where
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
                 written = sink.write(chunk) => written.map_err(UploadError::Store)?,
             }
-        }
-        if session.abort_pending() {
-            return Err(UploadError::Aborted);
-        }
-        if !session.control_alive() {
-            return Err(UploadError::ClientGone);
-        }
-        if guard.is_cancelled() {
-            return Err(UploadError::Shutdown);
         }
         let digests = digests.finish().await?;
         Ok((received, digests))

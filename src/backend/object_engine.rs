@@ -1,0 +1,231 @@
+//! The object_store engine: every store a storage URL names (`s3://`,
+//! `gs://`, `az://`, `file://`, `memory://`).
+//!
+//! Directories follow [`super::directories`] (markers and prefixes on
+//! clouds, real directories on `file://`); uploads are [`super::upload`]'s
+//! single PUT or multipart upload, downloads [`super::download`]'s ranged
+//! reads; checksums and modification times are [`super::checksums`]' and
+//! [`super::modified_time`]'s.
+
+use super::commit_rule::UploadInput;
+use super::directories::{self, EntryKind};
+use super::engine::{
+    not_found, BeginDownload, ByteStream, Engine, Listing, ObjectMetadata, Transfer,
+};
+use super::reply_codes::{local_path_error, storage_error};
+use super::{checksums, download, local_paths, modified_time, name_pattern, upload};
+use crate::integrity::Algorithm;
+use crate::memory_budget;
+use crate::store_url::{OpenedStore, StoreKind};
+use async_trait::async_trait;
+use object_store::path::Path as ObjectPath;
+use object_store::ObjectStoreExt;
+use std::path::PathBuf;
+use std::time::SystemTime;
+use unftp_core::storage::{
+    Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Result as StorageResult,
+};
+
+/// One account's files in an object store.
+pub(crate) struct ObjectEngine {
+    store: OpenedStore,
+    /// The account's home (always a directory).
+    root: ObjectPath,
+}
+
+impl ObjectEngine {
+    /// The engine for an account whose home is `root` in `store`.
+    pub(crate) fn new(store: OpenedStore, root: ObjectPath) -> Self {
+        Self { store, root }
+    }
+}
+
+#[async_trait]
+impl Engine for ObjectEngine {
+    fn name(&self) -> &'static str {
+        "object_store"
+    }
+
+    /// On `file://`: names the store reserves and symbolic links leading
+    /// outside its root are refused.
+    async fn admit(&self, key: &ObjectPath) -> StorageResult<()> {
+        if let StoreKind::Local { root, fs } = &self.store.kind {
+            local_paths::check(root, fs, key)
+                .await
+                .map_err(local_path_error)?;
+        }
+        Ok(())
+    }
+
+    async fn stat(&self, key: &ObjectPath) -> StorageResult<Option<ObjectMetadata>> {
+        directories::stat(&self.store, &self.root, key)
+            .await
+            .map(|found| found.as_ref().map(ObjectMetadata::from))
+            .map_err(storage_error)
+    }
+
+    async fn file_exists(&self, key: &ObjectPath) -> StorageResult<bool> {
+        match self.store.store.head(key).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(storage_error(e)),
+        }
+    }
+
+    async fn list(
+        &self,
+        dir: &ObjectPath,
+        pattern: Option<&str>,
+        mtime_limit: usize,
+    ) -> StorageResult<Listing> {
+        let mut entries = directories::list(&self.store, &self.root, dir)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| not_found("no such directory"))?;
+        if let Some(pattern) = pattern {
+            entries.retain(|e| name_pattern::matches(pattern, &e.name));
+        }
+        // After the filter: only the files shown cost a HEAD.
+        directories::apply_stored_mtimes(&self.store, &mut entries, mtime_limit).await;
+        Ok(entries
+            .iter()
+            .map(|e| Fileinfo {
+                path: PathBuf::from(&e.name),
+                metadata: ObjectMetadata::from(e),
+            })
+            .collect())
+    }
+
+    /// Clouds read ahead in parallel ranges ([`download::open_parallel`]);
+    /// `file://` and `memory://` stream one read.
+    async fn open(
+        &self,
+        key: &ObjectPath,
+        start_pos: u64,
+        transfer: &Transfer<'_>,
+    ) -> StorageResult<ByteStream> {
+        let store = &self.store.store;
+        let settings = transfer.settings;
+        let ranged =
+            matches!(self.store.kind, StoreKind::Cloud { .. }) && settings.download_concurrency > 1;
+        if ranged {
+            let part_size = settings.upload.part_size;
+            let memory = transfer
+                .reserve(memory_budget::part_reservation(part_size))
+                .await?;
+            let read_ahead = download::ReadAhead {
+                chunk: part_size as u64,
+                max_ranges: settings.download_concurrency,
+                budget: settings.upload.budget.clone(),
+            };
+            download::open_parallel(store, key, start_pos, read_ahead, memory).await
+        } else {
+            let memory = transfer.reserve(memory_budget::STREAM_RESERVATION).await?;
+            download::open_range(store, key, start_pos, None)
+                .await
+                .map(|stream| download::hold(stream, memory))
+        }
+        .map_err(storage_error)
+    }
+
+    async fn write(
+        &self,
+        key: &ObjectPath,
+        input: UploadInput,
+        start_pos: u64,
+        transfer: &Transfer<'_>,
+    ) -> StorageResult<()> {
+        let store = self.store.store.clone();
+        let existing = if start_pos > 0 {
+            Some(
+                download::open_range(&store, key, 0, Some(start_pos))
+                    .await
+                    .map_err(storage_error)?,
+            )
+        } else {
+            None
+        };
+        let settings = &transfer.settings.upload;
+        let memory = transfer
+            .reserve(memory_budget::part_reservation(settings.part_size))
+            .await?;
+        let target = upload::UploadTarget {
+            store,
+            key: key.clone(),
+            store_url: self.store.display_url.clone(),
+            user: transfer.user.account.name.clone(),
+        };
+        upload::upload(
+            target,
+            existing,
+            input,
+            settings.clone(),
+            memory,
+            transfer.session,
+            transfer.guard,
+        )
+        .await
+        .map(|_| ())
+        .map_err(StorageError::from)
+    }
+
+    async fn delete(&self, key: &ObjectPath) -> StorageResult<()> {
+        let store = &self.store.store;
+        // S3 answers a delete of a missing key with success; DELE of a
+        // missing file must be 550, so look first.
+        store.head(key).await.map_err(storage_error)?;
+        store.delete(key).await.map_err(storage_error)
+    }
+
+    async fn make_dir(&self, key: &ObjectPath) -> StorageResult<()> {
+        directories::make(&self.store, key)
+            .await
+            .map_err(storage_error)
+    }
+
+    async fn remove_dir(&self, key: &ObjectPath) -> StorageResult<()> {
+        directories::remove(&self.store, &self.root, key).await
+    }
+
+    /// A file is one `rename` (copy + delete on clouds); a directory is
+    /// renamed object by object, at most `limit` of them.
+    async fn rename(&self, from: &ObjectPath, to: &ObjectPath, limit: usize) -> StorageResult<()> {
+        if from == to {
+            return Ok(());
+        }
+        let entry = directories::stat(&self.store, &self.root, from)
+            .await
+            .map_err(storage_error)?
+            .ok_or_else(|| not_found("no such file or directory"))?;
+        match entry.kind {
+            EntryKind::File => self
+                .store
+                .store
+                .rename(from, to)
+                .await
+                .map_err(storage_error),
+            EntryKind::Directory => {
+                if to.prefix_matches(from) {
+                    return Err(StorageError::new(
+                        StorageErrorKind::PermanentDirectoryNotAvailable,
+                        "cannot move a directory into itself",
+                    ));
+                }
+                directories::rename_dir(&self.store, from, to, limit).await
+            }
+        }
+    }
+
+    async fn checksum(
+        &self,
+        key: &ObjectPath,
+        algorithm: Algorithm,
+        begin: &BeginDownload<'_>,
+    ) -> StorageResult<(String, u64)> {
+        checksums::checksum(&self.store, key, algorithm, begin).await
+    }
+
+    async fn set_modified(&self, key: &ObjectPath, when: SystemTime) -> StorageResult<()> {
+        modified_time::set(&self.store, key, when).await
+    }
+}
