@@ -857,6 +857,12 @@ mod aborted_with_telnet_synch {
     async fn on_azure() {
         abort(Backend::Azure).await;
     }
+    /// The unftp-sbe-gcs engine streams the upload in one request: the
+    /// same commit rule ends that request's body in an error.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn on_gcs_sbe() {
+        abort(Backend::GcsSbe).await;
+    }
 }
 
 /// Fails when the cloud emulators are not configured, so the summary of a
