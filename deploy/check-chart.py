@@ -16,7 +16,7 @@ checked to parse. Then it checks what the schemas cannot see:
 - the gateway's config.toml, assembled by really running the init
   container's script with /bin/sh in a scratch directory (once per replica
   of a StatefulSet, with the pod name it would have), parses as TOML and
-  uses only sections and keys that src/config.rs knows (the gateway refuses
+  uses only sections and keys that src/config/ knows (the gateway refuses
   unknown keys at start);
 - topology affinity: the load-balancer Service lists exactly the ports of
   server.passive_ports, each unchanged, with client-IP affinity;
@@ -34,7 +34,7 @@ checked to parse. Then it checks what the schemas cannot see:
   the job every alert rule of the PrometheusRule selects, with and without
   nameOverride; the PrometheusRule's rules are deploy/monitoring/alerts.yaml's
   (the chart's files/alerts.yaml is an identical copy);
-- a value set that writes keys src/config.rs does not know yet (NEEDS_KEYS:
+- a value set that writes keys src/config/ does not know yet (NEEDS_KEYS:
   the chart can land before the gateway side of a feature) is skipped with
   a notice naming the keys, and checked as soon as the gateway has them;
 - when a bucketftp binary is at hand ($BUCKETFTP_BIN, target/release or
@@ -73,7 +73,7 @@ CHART = ROOT / "helm" / "bucketftp"
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 IMAGE_CONFIG = ROOT / "deploy" / "config.toml"
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
-CONFIG_RS = ROOT / "src" / "config.rs"
+CONFIG_DIR = ROOT / "src" / "config"
 
 # The oldest Kubernetes release still commonly run; the schemas ship with
 # kubernetes-validate.
@@ -90,7 +90,7 @@ CHART_ALERTS = CHART / "files" / "alerts.yaml"
 # The job name the rules are written for (deploy/monitoring/README.md).
 ALERTS_JOB = "bucketftp"
 # The sections the gateway's config.toml may have (the brief of issue
-# "Kubernetes: ..."; src/config.rs RawConfig is checked to agree).
+# "Kubernetes: ..."; src/config/ is checked to agree).
 SECTIONS = {"server", "http", "log", "storage", "tls", "auth", "events", "users"}
 RELEASE, NAMESPACE = "ftp", "files"
 
@@ -235,7 +235,7 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
 }
 
 # Value sets that write keys the gateway may not have yet: checked once
-# src/config.rs knows them, skipped with a notice before (the chart and the
+# src/config/ knows them, skipped with a notice before (the chart and the
 # gateway land separately).
 NEEDS_KEYS: dict[str, dict[str, set[str]]] = {
     "per-replica": {"server": {"proxy_protocol", "proxy_protocol_from"}},
@@ -324,18 +324,29 @@ class Checks:
 
 
 def known_keys() -> dict[str, set[str]]:
-    """Section -> field names, read from the Raw* structs of src/config.rs."""
-    text = CONFIG_RS.read_text()
+    """Section -> key names, read from the structs of src/config/ that the
+    gateway deserialises (a field's serde `rename`, if any, is its key)."""
+    text = "\n".join(p.read_text() for p in sorted(CONFIG_DIR.glob("*.rs")))
     structs: dict[str, set[str]] = {}
-    for name, body in re.findall(r"pub struct (Raw\w+) \{(.*?)\n\}", text, re.S):
-        structs[name] = set(re.findall(r"^\s*pub (\w+):", body, re.M))
-    sections = structs.get("RawConfig", set())
+    for name, body in re.findall(r"pub struct (\w+) \{(.*?)\n\}", text, re.S):
+        fields: set[str] = set()
+        rename = None
+        for line in body.splitlines():
+            found = re.search(r'rename = "(\w+)"', line)
+            if found:
+                rename = found.group(1)
+            field = re.match(r"\s*pub (\w+):", line)
+            if field:
+                fields.add(rename or field.group(1))
+                rename = None
+        structs[name] = fields
+    sections = structs.get("Config", set())
     assert sections == SECTIONS, (
-        f"src/config.rs RawConfig has sections {sorted(sections)}, expected {sorted(SECTIONS)}"
+        f"src/config/ Config has sections {sorted(sections)}, expected {sorted(SECTIONS)}"
     )
-    by_section = {s: structs.get(f"Raw{s.capitalize()}", set()) for s in sections}
-    by_section["users"] = structs.get("RawUser", set())
-    assert all(by_section.values()), "cannot read the Raw* structs of src/config.rs"
+    by_section = {s: structs.get(f"{s.capitalize()}Config", set()) for s in sections}
+    by_section["users"] = structs.get("UserConfig", set())
+    assert all(by_section.values()), "cannot read the section structs of src/config/"
     return by_section
 
 
@@ -855,7 +866,7 @@ def check_chart(checks: Checks, keys: dict[str, set[str]]) -> None:
                 f"{section}.{key}" for section, wanted in NEEDS_KEYS.get(name, {}).items() for key in wanted - keys[section]
             )
             if missing:
-                print(f"check-chart: src/config.rs has no {', '.join(missing)} yet: skipping value set {name}")
+                print(f"check-chart: src/config/ has no {', '.join(missing)} yet: skipping value set {name}")
                 continue
 
             def render(values=values, where=where) -> None:
@@ -1124,7 +1135,7 @@ def main() -> int:
     def read_keys() -> None:
         keys.update(known_keys())
 
-    checks.run("src/config.rs", read_keys)
+    checks.run("src/config/", read_keys)
     if keys:
         checks.run("helm/bucketftp", lambda: check_chart(checks, keys))
         checks.run("deploy/kubernetes", lambda: check_manifests(checks, keys))

@@ -123,8 +123,10 @@ pub struct Events {
 }
 
 impl Events {
-    /// Starts the sender task for `config` (must run inside a tokio runtime).
-    pub fn start(config: &EventsConfig) -> Result<Self, EventsError> {
+    /// Starts the sender task posting to `url` (`config.webhook_url`,
+    /// checked by the caller: without one there are no events) with the
+    /// rest of `config`; must run inside a tokio runtime.
+    pub fn start(url: &url::Url, config: &EventsConfig) -> Result<Self, EventsError> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -134,8 +136,10 @@ impl Events {
         let depth = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let sender = Sender {
             client,
-            url: config.webhook_url.clone(),
-            auth: config.auth.clone(),
+            url: url.clone(),
+            auth: config
+                .credential()
+                .map(|(name, value)| (name.to_string(), value.to_string())),
             retry_for: config.retry_for,
             depth: depth.clone(),
         };

@@ -213,8 +213,9 @@ pub fn build_accounts(
     config: &Config,
     env: &BTreeMap<String, String>,
 ) -> Result<(Accounts, Vec<OpenedStore>), RunError> {
+    let retry = config.storage.retry();
     let open = |url: &url::Url, options: &BTreeMap<String, String>| {
-        open_store(url, options, env, &config.storage.retry).map_err(|source| RunError::Storage {
+        open_store(url, options, env, &retry).map_err(|source| RunError::Storage {
             url: url.to_string(),
             source,
         })
@@ -235,8 +236,8 @@ pub fn build_accounts(
     let mut users = Vec::new();
     for user in &config.users {
         let store = match &user.storage {
-            Some((url, options)) => {
-                let store = open(url, options)?;
+            Some(url) => {
+                let store = open(url, &user.storage_options)?;
                 stores.push(store.clone());
                 store
             }
@@ -260,26 +261,27 @@ pub fn build_accounts(
             jail,
         });
     }
-    let anonymous = match &config.auth.anonymous {
-        None => None,
-        Some(anon) => {
-            let jail =
-                Account::jail_for(&default_store, &anon.home).map_err(|source| RunError::Home {
-                    user: "anonymous".into(),
-                    source,
-                })?;
-            Some(Account {
-                name: "anonymous".into(),
-                password_hash: None,
-                store: default_store.clone(),
-                engine: engine_for(&default_store, &jail, sbe_gcs.as_ref()),
-                jail,
-                permissions: anon.permissions,
-                enabled: true,
-                allowed_networks: Vec::new(),
-                tls_required: false,
-            })
-        }
+    let auth = &config.auth;
+    let anonymous = if auth.anonymous {
+        let jail = Account::jail_for(&default_store, &auth.anonymous_home).map_err(|source| {
+            RunError::Home {
+                user: "anonymous".into(),
+                source,
+            }
+        })?;
+        Some(Account {
+            name: "anonymous".into(),
+            password_hash: None,
+            store: default_store.clone(),
+            engine: engine_for(&default_store, &jail, sbe_gcs.as_ref()),
+            jail,
+            permissions: auth.anonymous_permissions,
+            enabled: true,
+            allowed_networks: Vec::new(),
+            tls_required: false,
+        })
+    } else {
+        None
     };
     let lockout = Lockout::new(
         config.auth.lockout_attempts,
@@ -361,8 +363,9 @@ pub async fn serve_checked(
     let config = Arc::new(config);
     let events = config
         .events
+        .webhook_url
         .as_ref()
-        .map(events::Events::start)
+        .map(|url| events::Events::start(url, &config.events))
         .transpose()
         .map_err(RunError::Events)?;
     let settings = Arc::new(BackendSettings {
@@ -370,7 +373,7 @@ pub async fn serve_checked(
             part_size: config.storage.part_size,
             concurrency: config.storage.upload_concurrency,
             budget: memory_budget::MemoryBudget::new(
-                config.storage.memory_budget,
+                config.storage.memory_budget.bytes(),
                 config.storage.memory_wait,
             ),
             idle_timeout: config.server.idle_timeout,

@@ -24,6 +24,9 @@ struct Cli {
     serve: ServeArgs,
 }
 
+/// The flags of `bucketftp` itself. Each one that stands for a key of the
+/// file is handed to the loader as that key (see `load`), the top layer
+/// over file and environment, so it is parsed and reported like the key.
 #[derive(Debug, clap::Args)]
 struct ServeArgs {
     /// TOML configuration file.
@@ -151,7 +154,7 @@ fn real_main() -> anyhow::Result<()> {
         Some(Command::Healthcheck { address }) => {
             let listen = match address {
                 Some(address) => Some(address),
-                None => load(&cli.serve, &env)?.http,
+                None => load(&cli.serve, &env)?.http.listen,
             };
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -168,24 +171,25 @@ fn real_main() -> anyhow::Result<()> {
 }
 
 fn load(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<config::Config> {
-    let storage_options = args
-        .storage_options
-        .iter()
-        .map(|kv| {
-            kv.split_once('=')
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .with_context(|| format!("--storage-option {kv:?}: expected KEY=VALUE"))
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    let overrides = Overrides {
-        listen: args.listen.clone(),
-        http: args.http.clone(),
-        storage: args.storage.clone(),
-        storage_options,
-        passive_ports: args.passive_ports.clone(),
-        log_format: args.log_format.clone(),
-        tls_implicit_listen: args.tls_implicit_listen.clone(),
-    };
+    let mut overrides = Overrides::default();
+    for (key, flag) in [
+        ("server.listen", &args.listen),
+        ("http.listen", &args.http),
+        ("storage.url", &args.storage),
+        ("server.passive_ports", &args.passive_ports),
+        ("log.format", &args.log_format),
+        ("tls.implicit_listen", &args.tls_implicit_listen),
+    ] {
+        if let Some(value) = flag {
+            overrides.set(key, value.as_str());
+        }
+    }
+    for kv in &args.storage_options {
+        let (name, value) = kv
+            .split_once('=')
+            .with_context(|| format!("--storage-option {kv:?}: expected KEY=VALUE"))?;
+        overrides.set_storage_option(name, value);
+    }
     let mut config = config::load(args.config.as_deref(), env, &overrides)?;
     for spec in &args.users {
         let (name, password) = spec
@@ -198,23 +202,8 @@ fn load(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<conf
 }
 
 fn full_access_user(name: &str, password: &str) -> anyhow::Result<UserConfig> {
-    let raw = config::RawConfig {
-        users: vec![config::RawUser {
-            name: name.to_string(),
-            password_hash: bucketftp::auth::hash_password(password)
-                .map_err(|e| anyhow::anyhow!("{e}"))?,
-            home: "/".into(),
-            permissions: vec!["all".into()],
-            enabled: true,
-            storage: None,
-            storage_options: BTreeMap::new(),
-            allowed_ips: Vec::new(),
-            tls_required: false,
-        }],
-        ..config::RawConfig::default()
-    };
-    let mut validated = config::validate(raw).with_context(|| format!("--user {name}"))?;
-    validated.users.pop().context("user vanished in validation")
+    let hash = bucketftp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    UserConfig::full_access(name, hash).with_context(|| format!("--user {name}"))
 }
 
 fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
@@ -232,7 +221,7 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
             bucketftp::descriptor_limit::SPARE
         );
     }
-    let generated = if config.users.is_empty() && config.auth.anonymous.is_none() {
+    let generated = if config.users.is_empty() && !config.auth.anonymous {
         let password: String = {
             use rand::Rng;
             rand::thread_rng()
@@ -251,7 +240,7 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
         let ftp = tokio::net::TcpListener::bind(config.server.listen)
             .await
             .with_context(|| format!("cannot listen on {} (server.listen)", config.server.listen))?;
-        let http = match config.http {
+        let http = match config.http.listen {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
                     .await

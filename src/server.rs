@@ -157,7 +157,7 @@ impl FtpService {
 
     async fn session(self: Arc<Self>, mut stream: TcpStream, peer: SocketAddr, implicit_tls: bool) {
         let peer = SocketAddr::new(peer.ip().to_canonical(), peer.port());
-        let peer = match &self.config.server.proxy_protocol {
+        let peer = match self.config.server.proxy_protocol() {
             None => peer,
             Some(proxy) => match proxied_client(proxy, &mut stream, peer).await {
                 Ok(client) => client,
@@ -236,7 +236,7 @@ impl FtpService {
             }
             Err(e) => return Err(e),
         };
-        let service = match &self.config.server.proxy_protocol {
+        let service = match self.config.server.proxy_protocol() {
             // The control connection's header is read; libunftp takes the
             // client from us and reads the data connections' headers
             // through us (engine patch 0310).
