@@ -131,7 +131,8 @@ impl UploadDigests {
 /// Each hand-off to the blocking pool costs two thread wake-ups; with
 /// 256 KiB batches those took as much CPU as a third of the hashing, and
 /// 1 GiB STOR to `file://` ran at 679 MiB/s against 882–917 with 4 MiB
-/// (docs/benchmarks.md, "Hashing uploads"). Larger batches gained nothing.
+/// (docs/benchmarks.md, "The engine patches against the build before
+/// them, and what SHA-256 costs"). Larger batches gained nothing.
 const MAX_DIGEST_BATCH: usize = 4 << 20;
 /// The least: below this a hand-off costs more than hashing inline.
 const MIN_DIGEST_BATCH: usize = 256 * 1024;
