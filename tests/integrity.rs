@@ -487,10 +487,15 @@ async fn full_queue_drops_are_counted() {
     let _serial = SERIAL.lock().await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
+    // The receiver accepts and never answers: the first event stays in
+    // delivery. Each accepted connection is reported, so the test knows
+    // when the sender has taken that event off the queue.
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
     let hang = tokio::spawn(async move {
         let mut held = Vec::new();
         while let Ok((socket, _)) = listener.accept().await {
             held.push(socket);
+            let _ = accepted_tx.send(());
         }
     });
     let Some(gw) = Gateway::start_with(
@@ -512,6 +517,12 @@ async fn full_queue_drops_are_counted() {
         ftp.put_file(&format!("f{i}.txt"), &mut &b"x"[..])
             .await
             .expect("uploads never wait for the webhook");
+        if i == 0 {
+            // Without this wait a busy machine could run all six uploads
+            // before the sender takes the first event: one queued, five
+            // dropped, nothing in delivery.
+            accepted.recv().await.expect("the sender connects");
+        }
     }
     ftp.quit().await.ok();
     let (_, after) = common::http_get(http, "/metrics").await.expect("metrics");
