@@ -56,5 +56,5 @@ export BUCKETFTP_TEST_GCS_ENDPOINT="http://127.0.0.1:$GCS_PORT"
 export BUCKETFTP_TEST_GCS_BUCKET=bucketftp
 curl -sf -X POST "$BUCKETFTP_TEST_GCS_ENDPOINT/storage/v1/b" -H 'content-type: application/json' \
   -d '{"name":"bucketftp"}' >/dev/null
-python3 "$(dirname "${BASH_SOURCE[0]}")/../tests/clients/emulator.py" create-buckets
+python3 "$(dirname "${BASH_SOURCE[0]}")/../tests/it/clients/emulator.py" create-buckets
 echo "emulators: s3 $BUCKETFTP_TEST_S3_ENDPOINT, azure $BUCKETFTP_TEST_AZURE_ENDPOINT, gcs $BUCKETFTP_TEST_GCS_ENDPOINT (logs in $EMU_DIR)"

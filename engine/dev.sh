@@ -75,7 +75,7 @@ save() {
         header="Defect: what a client sees (the bug, as measured).
 Fix: what the patch changes, and why this way.
 Standard: RFC and section, or the behaviour restored.
-Test: tests/engine.rs, the test that fails without this patch.
+Test: tests/it/engine.rs, the test that fails without this patch.
 "
     fi
     printf '%s\n\n%s\n' "$header" "$diff" >"$target"

@@ -242,7 +242,7 @@ def start_fake_gcs(workdir, root=None):
 def gcs_options(endpoint, key_path):
     """bucketftp's storage options for fake-gcs-server (both engines read
     them): a service-account file that names the emulator and turns OAuth
-    off, as tests/common/mod.rs writes it."""
+    off, as tests/it/common/mod.rs writes it."""
     import json
 
     with open(key_path, "w") as f:

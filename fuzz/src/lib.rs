@@ -1,6 +1,6 @@
 //! Fuzz target bodies, shared by the libFuzzer binaries in `fuzz_targets/`
 //! (`cargo +nightly fuzz run …`) and by the stable smoke run in
-//! `tests/fuzz_smoke.rs`, which includes this file as a module.
+//! `tests/it/fuzz_smoke.rs`, which includes this file as a module.
 //!
 //! Each body takes arbitrary bytes and panics only when an invariant
 //! breaks; a panic inside `bucketftp` itself is a finding as well.

@@ -148,7 +148,7 @@ class Server:
         env.pop("BUCKETFTP_CONFIG", None)
         # Every session comes from 127.0.0.1 and they all connect at once:
         # lift the session caps and the caps on connections still logging
-        # in above the load (tests/abuse.rs tests those caps themselves).
+        # in above the load (tests/it/abuse.rs tests those caps themselves).
         # The gateway holds max_unauthenticated to half of max_sessions.
         for key in ("MAX_SESSIONS", "MAX_SESSIONS_PER_IP",
                     "MAX_UNAUTHENTICATED", "MAX_UNAUTHENTICATED_PER_IP"):

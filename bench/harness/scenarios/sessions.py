@@ -29,7 +29,7 @@ PER_IP = 50  # sessions per source address (the default max_sessions_per_ip is 1
 LOGIN_PARALLEL = 64  # logins in flight at once (below max_unauthenticated_per_ip)
 XFER_SIZE = MIB
 # Descriptors the gateway holds per logged-in session, measured: the
-# control socket only (tests/abuse.rs one_descriptor_per_session; engine
+# control socket only (tests/it/abuse.rs one_descriptor_per_session; engine
 # patches 0106 and 0311 removed the two duplicates it once held).
 FDS_PER_SESSION = 1
 FDS_SPARE = 300  # listener, logs, runtime, data connections of the 1 %
