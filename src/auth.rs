@@ -1,230 +1,44 @@
-//! Users, password hashes, lockout, and the libunftp authenticator.
+//! Logins: the libunftp authenticator, with lockout.
 //!
-//! Passwords live in the config only as PHC hashes (argon2id or PBKDF2);
-//! `bucketftp hash-password` makes one. Verification runs on the blocking
-//! pool because a good hash is deliberately slow, and it runs even for
-//! unknown users so response time does not reveal which names exist.
+//! Password verification ([`crate::passwords`]) runs on the blocking pool
+//! because a good hash is deliberately slow, and it runs even for unknown
+//! users so response time does not reveal which names exist.
 
-use crate::paths::{Jail, PathError};
-use crate::store_url::OpenedStore;
+use crate::backend::{Account, SessionUser};
+use crate::config::ANONYMOUS_NAMES;
+use crate::passwords::{hash_password, verify};
 use async_trait::async_trait;
 use ipnet::IpNet;
-use password_hash::{PasswordHash, PasswordHasher, SaltString};
 use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use thiserror::Error;
 use unftp_core::auth::{
-    AuthenticationError, Authenticator, ChannelEncryptionState, Credentials, Principal, UserDetail,
+    AuthenticationError, Authenticator, ChannelEncryptionState, Credentials, Principal,
     UserDetailError, UserDetailProvider,
 };
 
-/// What a user may do. Checked by the storage back-end before every
-/// operation, so the FTP front never needs to know about it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Permission {
-    /// LIST, NLST, MLSD, MLST, STAT, CWD (checked: without it CWD answers
-    /// 250 without looking, so it reveals nothing).
-    List,
-    /// RETR, SIZE, MDTM.
-    Read,
-    /// STOR, APPE, STOU of new files.
-    Write,
-    /// DELE, RMD.
-    Delete,
-    /// MKD.
-    Mkdir,
-    /// RNFR/RNTO.
-    Rename,
-    /// STOR over an existing file, APPE and REST+STOR. The config's `write`
-    /// grants it with [`Permission::Write`]; `create` grants only the
-    /// latter, for drop boxes that must never replace a file.
-    Overwrite,
-}
-
-impl Permission {
-    /// Every permission, for "full access" users.
-    pub const ALL: [Permission; 7] = [
-        Permission::List,
-        Permission::Read,
-        Permission::Write,
-        Permission::Delete,
-        Permission::Mkdir,
-        Permission::Rename,
-        Permission::Overwrite,
-    ];
-
-    /// Parses the config spelling (`list`, `read`, …, or `all`).
-    pub fn parse_list(names: &[String]) -> Result<PermissionSet, String> {
-        let mut set = PermissionSet::default();
-        for name in names {
-            match name.as_str() {
-                "all" => Permission::ALL.iter().for_each(|p| set.insert(*p)),
-                "list" => set.insert(Permission::List),
-                "read" => set.insert(Permission::Read),
-                "write" => {
-                    set.insert(Permission::Write);
-                    set.insert(Permission::Overwrite);
-                }
-                "create" => set.insert(Permission::Write),
-                "delete" => set.insert(Permission::Delete),
-                "mkdir" => set.insert(Permission::Mkdir),
-                "rename" => set.insert(Permission::Rename),
-                other => return Err(other.to_string()),
-            }
-        }
-        Ok(set)
-    }
-
-    fn bit(self) -> u8 {
-        1 << (self as u8)
-    }
-}
-
-/// A small set of [`Permission`]s.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct PermissionSet(u8);
-
-impl PermissionSet {
-    /// Adds one permission.
-    pub fn insert(&mut self, p: Permission) {
-        self.0 |= p.bit();
-    }
-
-    /// Whether `p` is granted.
-    pub fn allows(&self, p: Permission) -> bool {
-        self.0 & p.bit() != 0
-    }
-
-    /// Read-only access: list and read.
-    pub fn read_only() -> Self {
-        let mut set = Self::default();
-        set.insert(Permission::List);
-        set.insert(Permission::Read);
-        set
-    }
-}
-
-/// Why a configured password hash was refused.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum HashError {
-    /// The value is not a PHC string: most likely a plaintext password.
-    #[error("password must be a hash, not plaintext: create one with `bucketftp hash-password`")]
-    NotAHash,
-    /// A PHC string for an algorithm we do not verify.
-    #[error("unsupported password hash algorithm {0:?} (use argon2id or pbkdf2-sha256)")]
-    Algorithm(String),
-}
-
-/// Checks that `hash` is a PHC string we can verify.
-pub fn validate_hash(hash: &str) -> Result<(), HashError> {
-    let parsed = PasswordHash::new(hash).map_err(|_| HashError::NotAHash)?;
-    match parsed.algorithm.as_str() {
-        "argon2id" | "argon2i" | "argon2d" | "pbkdf2-sha256" | "pbkdf2-sha512" => Ok(()),
-        other => Err(HashError::Algorithm(other.to_string())),
-    }
-}
-
-/// Hashes a password with argon2id and a random salt, for the
-/// `hash-password` subcommand and for `--user NAME:PASSWORD`.
-pub fn hash_password(password: &str) -> Result<String, password_hash::Error> {
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    let hash = argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string());
-    // argon2id's ~19 MiB of blocks were just freed on this thread.
-    release_freed_memory();
-    hash
-}
-
-/// Returns the memory this thread just freed to the operating system.
-/// mimalloc (the binary's allocator) otherwise keeps freed pages until the
-/// thread allocates again, which a blocking-pool thread that just hashed or
-/// verified an argon2id password (~19 MiB freed) may never do: a burst of
-/// logins left tens of MiB resident for good (docs/benchmarks.md). Under
-/// another allocator (the test harness) this touches only mimalloc's own
-/// empty heap.
-fn release_freed_memory() {
-    // SAFETY: mi_collect has no preconditions; it may be called from any
-    // thread at any time.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
-/// Verifies in constant time (the hash libraries compare digests with
-/// constant-time equality).
-fn verify(hash: &str, password: &str) -> bool {
-    let Ok(parsed) = PasswordHash::new(hash) else {
-        return false;
-    };
-    let ok = parsed
-        .verify_password(&[&argon2::Argon2::default(), &pbkdf2::Pbkdf2], password)
-        .is_ok();
-    // argon2id's ~19 MiB of blocks were just freed on this thread.
-    release_freed_memory();
-    ok
-}
-
-/// A configured account, resolved at start-up.
-pub struct Account {
-    /// Login name.
-    pub name: String,
+/// What a login must show to become its account.
+pub struct Login {
+    /// The account the login opens.
+    pub account: Arc<Account>,
     /// PHC password hash; `None` for the anonymous account.
     pub password_hash: Option<String>,
-    /// Where the account's files live.
-    pub store: OpenedStore,
-    /// The account's home inside the store.
-    pub jail: Jail,
-    /// What the account may do.
-    pub permissions: PermissionSet,
-    /// Disabled accounts cannot log in but stay in the config.
-    pub enabled: bool,
     /// Client networks allowed to log in as this account (empty = any).
     pub allowed_networks: Vec<IpNet>,
     /// Refuse the login unless the control channel is TLS.
     pub tls_required: bool,
-    /// The engine that stores the account's files (object_store, or
-    /// unftp-sbe-gcs), chosen once at start-up and rooted at its home.
-    pub(crate) engine: Arc<dyn crate::backend::Engine>,
 }
 
-impl fmt::Debug for Account {
+impl fmt::Debug for Login {
     // Hand-written so the password hash never reaches a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Account")
-            .field("name", &self.name)
-            .field("home", &self.jail.root().as_ref())
-            .field("store", &self.store.display_url)
-            .field("permissions", &self.permissions)
-            .field("enabled", &self.enabled)
+        f.debug_struct("Login")
+            .field("account", &self.account)
+            .field("allowed_networks", &self.allowed_networks)
+            .field("tls_required", &self.tls_required)
             .finish_non_exhaustive()
-    }
-}
-
-impl Account {
-    /// Builds the account's jail under its store's base prefix.
-    pub fn jail_for(store: &OpenedStore, home: &str) -> Result<Jail, PathError> {
-        Jail::with_home(&store.base, home)
-    }
-}
-
-/// The logged-in user as libunftp passes it to the storage back-end.
-#[derive(Debug, Clone)]
-pub struct SessionUser {
-    /// The account behind the login.
-    pub account: Arc<Account>,
-}
-
-impl fmt::Display for SessionUser {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.account.name)
-    }
-}
-
-impl UserDetail for SessionUser {
-    fn account_enabled(&self) -> bool {
-        self.account.enabled
     }
 }
 
@@ -408,13 +222,10 @@ fn loggable(name: &str) -> std::borrow::Cow<'_, str> {
     format!("{}…({} bytes)", &name[..end], name.len()).into()
 }
 
-/// Name under which anonymous logins are accepted (RFC 1635 also allows "ftp").
-pub const ANONYMOUS_NAMES: [&str; 2] = ["anonymous", "ftp"];
-
 /// All accounts, and the authenticator libunftp asks.
 pub struct Accounts {
-    users: HashMap<String, Arc<Account>>,
-    anonymous: Option<Arc<Account>>,
+    users: HashMap<String, Arc<Login>>,
+    anonymous: Option<Arc<Login>>,
     lockout: Lockout,
     /// A real hash to verify against for unknown names, so that a login
     /// with a wrong name costs as much time as one with a wrong password.
@@ -432,14 +243,14 @@ pub const MAX_VERIFICATIONS: usize = 4;
 impl Accounts {
     /// Collects the accounts; names must be unique (checked by config).
     pub fn new(
-        users: Vec<Account>,
-        anonymous: Option<Account>,
+        users: Vec<Login>,
+        anonymous: Option<Login>,
         lockout: Lockout,
     ) -> Result<Self, password_hash::Error> {
         Ok(Self {
             users: users
                 .into_iter()
-                .map(|a| (a.name.clone(), Arc::new(a)))
+                .map(|l| (l.account.name.clone(), Arc::new(l)))
                 .collect(),
             anonymous: anonymous.map(Arc::new),
             lockout,
@@ -452,12 +263,7 @@ impl Accounts {
         })
     }
 
-    /// Every account (for readiness checks over each store).
-    pub fn all(&self) -> impl Iterator<Item = &Arc<Account>> {
-        self.users.values().chain(self.anonymous.iter())
-    }
-
-    fn lookup(&self, name: &str) -> Option<&Arc<Account>> {
+    fn lookup(&self, name: &str) -> Option<&Arc<Login>> {
         if ANONYMOUS_NAMES.contains(&name) {
             return self.anonymous.as_ref();
         }
@@ -477,7 +283,7 @@ impl fmt::Debug for Accounts {
 
 /// Why a login was refused, for the log (the client only sees 530). The
 /// one log line per refusal: libunftp's own is filtered out (see
-/// [`crate::log_directive`]) because it prints the whole name.
+/// [`crate::logging::log_directive`]) because it prints the whole name.
 fn refuse(reason: &'static str, user: &str, ip: IpAddr) -> AuthenticationError {
     tracing::info!(user = %loggable(user), client_ip = %ip, reason, "login refused");
     crate::metrics::login("failure");
@@ -524,7 +330,7 @@ impl Authenticator for Accounts {
         // towards lockout: they cannot be guessed past, and counting them
         // would let anyone lock an account from an address it never uses.
         if let Some(account) = &account {
-            if !account.enabled {
+            if !account.account.enabled {
                 return Err(refuse("account disabled", username, ip));
             }
             if !account.allowed_networks.is_empty()
@@ -559,7 +365,7 @@ impl Authenticator for Accounts {
         crate::metrics::login("success");
         tracing::info!(user = username, client_ip = %ip, "login");
         Ok(Principal {
-            username: account.name.clone(),
+            username: account.account.name.clone(),
         })
     }
 }
@@ -573,8 +379,8 @@ impl UserDetailProvider for Accounts {
         principal: &Principal,
     ) -> Result<SessionUser, UserDetailError> {
         match self.lookup(&principal.username) {
-            Some(account) => Ok(SessionUser {
-                account: account.clone(),
+            Some(login) => Ok(SessionUser {
+                account: login.account.clone(),
             }),
             None => Err(UserDetailError::UserNotFound {
                 username: principal.username.clone(),
@@ -586,38 +392,6 @@ impl UserDetailProvider for Accounts {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hashes_verify_and_plaintext_is_refused() {
-        let hash = hash_password("s3cret").unwrap();
-        assert!(hash.starts_with("$argon2id$"));
-        assert_eq!(validate_hash(&hash), Ok(()));
-        assert!(verify(&hash, "s3cret"));
-        assert!(!verify(&hash, "wrong"));
-        assert_eq!(validate_hash("s3cret"), Err(HashError::NotAHash));
-        let pbkdf = pbkdf2::Pbkdf2
-            .hash_password(b"pw", &SaltString::generate(&mut rand::rngs::OsRng))
-            .unwrap()
-            .to_string();
-        assert_eq!(validate_hash(&pbkdf), Ok(()));
-        assert!(verify(&pbkdf, "pw"));
-    }
-
-    #[test]
-    fn permissions_parse() {
-        let set = Permission::parse_list(&["list".into(), "read".into()]).unwrap();
-        assert!(set.allows(Permission::Read) && !set.allows(Permission::Write));
-        let all = Permission::parse_list(&["all".into()]).unwrap();
-        assert!(Permission::ALL.iter().all(|p| all.allows(*p)));
-        assert_eq!(
-            Permission::parse_list(&["fly".into()]),
-            Err("fly".to_string())
-        );
-        let write = Permission::parse_list(&["write".into()]).unwrap();
-        assert!(write.allows(Permission::Write) && write.allows(Permission::Overwrite));
-        let create = Permission::parse_list(&["create".into()]).unwrap();
-        assert!(create.allows(Permission::Write) && !create.allows(Permission::Overwrite));
-    }
 
     #[test]
     fn lockout_is_per_user_and_address() {

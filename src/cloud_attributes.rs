@@ -194,7 +194,7 @@ impl Cloud {
                 let url = store
                     .signed_url_opts(Method::PUT, location, URL_LIFETIME, &options)
                     .await
-                    .map_err(|e| request_error(crate::error_chain(&e)))?;
+                    .map_err(|e| request_error(crate::errors::error_chain(&e)))?;
                 http.put(url).header("content-length", "0")
             }
             Cloud::Azure(store) => {
@@ -210,7 +210,7 @@ impl Cloud {
                 let mut url = store
                     .signed_url(Method::PUT, location, URL_LIFETIME)
                     .await
-                    .map_err(|e| request_error(crate::error_chain(&e)))?;
+                    .map_err(|e| request_error(crate::errors::error_chain(&e)))?;
                 url.query_pairs_mut().append_pair("comp", "metadata");
                 http.put(url).header("content-length", "0")
             }
@@ -243,7 +243,7 @@ impl Cloud {
                     .credentials()
                     .get_credential()
                     .await
-                    .map_err(|e| request_error(crate::error_chain(&e)))?;
+                    .map_err(|e| request_error(crate::errors::error_chain(&e)))?;
                 let body = serde_json::to_vec(&serde_json::json!({ "metadata": metadata }))
                     .map_err(|e| request_error(e.to_string()))?;
                 let request = http
@@ -263,7 +263,7 @@ impl Cloud {
             .send()
             .await
             // The URL carries a signature: never in a log line.
-            .map_err(|e| request_error(crate::error_chain(&e.without_url())))?;
+            .map_err(|e| request_error(crate::errors::error_chain(&e.without_url())))?;
         let status = response.status();
         // S3 may answer a copy 200 with an error document.
         let body = response.text().await.unwrap_or_default();
@@ -348,13 +348,13 @@ impl MetadataWriter {
         let url = store
             .signed_url(Method::HEAD, location, URL_LIFETIME)
             .await
-            .map_err(|e| WriteError::Request(crate::error_chain(&e)))?;
+            .map_err(|e| WriteError::Request(crate::errors::error_chain(&e)))?;
         let response = self
             .http
             .head(url)
             .send()
             .await
-            .map_err(|e| WriteError::Request(crate::error_chain(&e.without_url())))?;
+            .map_err(|e| WriteError::Request(crate::errors::error_chain(&e.without_url())))?;
         let status = response.status();
         if !status.is_success() {
             return Err(WriteError::Refused {

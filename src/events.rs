@@ -264,7 +264,7 @@ impl Sender {
                 }
             }
             // reqwest's error text carries the URL but never the headers.
-            Err(e) => Attempt::Failed(crate::error_chain(&e)),
+            Err(e) => Attempt::Failed(crate::errors::error_chain(&e)),
         }
     }
 }

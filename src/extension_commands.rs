@@ -17,9 +17,9 @@
 //! streaming the object. One handler set exists per session (libunftp's
 //! server is built per connection), so `OPTS HASH` state lives here.
 
-use crate::auth::SessionUser;
 use crate::backend::reply_codes::reply_code_of;
 use crate::backend::ObjectBackend;
+use crate::backend::SessionUser;
 use crate::integrity::Algorithm;
 use async_trait::async_trait;
 use libunftp::options::{Reply, ReplyCode, SiteCommandContext, SiteCommandHandler};
@@ -106,7 +106,7 @@ fn error_reply(err: &StorageError) -> Reply {
         553 => ReplyCode::BadFileName,
         _ => ReplyCode::FileError,
     };
-    Reply::new_with_string(code, crate::error_chain(err))
+    Reply::new_with_string(code, crate::errors::error_chain(err))
 }
 
 #[async_trait]

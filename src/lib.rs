@@ -5,33 +5,44 @@
 //! objects in S3, GCS, Azure Blob, a local directory or memory.
 //!
 //! # Layout
-//! - [`config`]: TOML + environment + flags → validated [`config::Config`].
-//! - [`store_url`]: storage URL + options → object store (one code path).
-//! - [`storage_check`]: start-up storage errors worded with endpoint and fix.
+//! Listed from the bottom up: a module imports only from modules above it
+//! in this list, never from below, and none from the crate root.
+//! - [`errors`]: an error and its causes as one line.
+//! - [`descriptor_limit`]: the open-file limit raised at start-up.
+//! - [`proxy_protocol`]: the PROXY header a load balancer sends first.
+//! - [`metrics`]: Prometheus metrics (and the transfer [`metrics::Direction`]
+//!   their labels name).
 //! - [`paths`]: FTP path → object key, jailed under the user's home.
-//! - [`auth`]: accounts, password hashes, lockout, libunftp authenticator.
+//! - [`permissions`], [`passwords`]: what an account may do; PHC hashes.
+//! - [`memory_budget`]: the bytes of transfer buffers the process may hold,
+//!   shared by every upload and download.
+//! - [`integrity`]: digests computed while uploads stream, stored as object
+//!   metadata; `Content-Type` from names.
+//! - [`instrumented`], [`local_attributes`], [`cloud_attributes`]: the
+//!   object_store wrappers every store gets: request metrics; attributes as
+//!   xattrs on `file://` and uploads linked into place from anonymous
+//!   files; digests written on S3 and Azure multipart objects once
+//!   committed.
+//! - [`store_url`]: storage URL + options → object store (one code path),
+//!   options refused before any request, the probe request.
+//! - [`config`]: TOML + environment + flags → validated [`config::Config`].
+//! - [`logging`]: the log subscriber and the filter that keeps libunftp's
+//!   and object_store's noise (and secrets) out of it.
+//! - [`storage_check`]: start-up storage errors worded with endpoint and fix.
+//! - [`transfers`]: in-flight transfer registry for graceful shutdown.
+//! - [`events`]: a CloudEvents webhook per committed upload.
+//! - [`tls`]: the FTPS certificate, parsed once and reloaded on change.
 //! - [`backend`]: the libunftp `StorageBackend`: one wrapper (permissions,
 //!   jail and home guards, REST offsets, transfers, the upload commit rule,
 //!   audit) around the storage engine chosen per account: object_store
 //!   (listing, streaming uploads and downloads, directories, the error
 //!   table) or unftp-sbe-gcs.
-//! - [`transfers`]: in-flight transfer registry for graceful shutdown.
-//! - [`memory_budget`]: the bytes of transfer buffers the process may hold,
-//!   shared by every upload and download.
-//! - [`server`]: the FTP accept loop and session limits.
-//! - [`tls`]: the FTPS certificate, parsed once and reloaded on change.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
-//! - [`metrics`]: Prometheus metrics.
-//! - [`integrity`]: digests computed while uploads stream, stored as object
-//!   metadata; `Content-Type` from names; on-demand digests.
-//! - [`local_attributes`]: object attributes as xattrs on `file://`, and how
-//!   uploads there become visible (`local_tmpfile`: anonymous files linked
-//!   into place).
-//! - [`cloud_attributes`]: digests of multipart uploads written on S3 and
-//!   Azure objects once committed.
+//! - [`auth`]: logins: the libunftp authenticator, lockout.
 //! - [`extension_commands`]: HASH, OPTS HASH, XSHA256/XSHA1/XMD5/XCRC and
 //!   MFMT through the engine's extension-command hook.
-//! - [`events`]: a CloudEvents webhook per committed upload.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`server`]: the FTP accept loop and session limits.
+//! - this file: [`run`] and [`serve`], which wire the above together.
 //!
 //! The binary (`src/main.rs`) only parses flags and calls [`run`]; tests call
 //! [`run`] in-process with listeners bound to port 0.
@@ -43,16 +54,19 @@ pub mod backend;
 pub mod cloud_attributes;
 pub mod config;
 pub mod descriptor_limit;
+mod errors;
 pub mod events;
 pub mod extension_commands;
 pub mod http;
 pub mod instrumented;
 pub mod integrity;
 pub mod local_attributes;
-mod local_tmpfile;
+mod logging;
 pub mod memory_budget;
 pub mod metrics;
+pub mod passwords;
 pub mod paths;
+pub mod permissions;
 pub mod proxy_protocol;
 pub mod server;
 pub mod storage_check;
@@ -60,10 +74,12 @@ pub mod store_url;
 pub mod tls;
 pub mod transfers;
 
-use auth::{Account, Accounts, Lockout};
+use auth::{Accounts, Lockout, Login};
+use backend::download::DownloadSettings;
 use backend::upload::UploadSettings;
+use backend::Account;
 use backend::BackendSettings;
-use config::{Config, LogFormat};
+use config::Config;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
@@ -71,6 +87,9 @@ use store_url::{open_store, OpenedStore, StoreUrlError};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+
+pub use errors::error_chain;
+pub use logging::init_logging;
 
 /// Why the gateway could not start.
 #[derive(Debug, Error)]
@@ -111,82 +130,6 @@ pub enum RunError {
     /// The upload-event sender could not start.
     #[error("events")]
     Events(#[source] events::EventsError),
-}
-
-/// The error and its causes on one line: `a: b: c`.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut cause = err.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
-}
-
-/// Installs the global log subscriber (text or JSON). libunftp logs through
-/// the `log` crate, which `tracing-subscriber` picks up.
-///
-/// libunftp instruments its handlers with spans whose fields are `Debug`
-/// dumps of the whole session (including the parsed `PASS` command), so its
-/// spans and info-level chatter are kept at `warn` unless the operator's
-/// filter names `libunftp` explicitly. Our audit records cover the same
-/// ground without secrets.
-///
-/// Colour only when stderr is a terminal and `NO_COLOR` is unset or empty
-/// (<https://no-color.org>): escape codes in a log file or a container's
-/// log stream are noise.
-pub fn init_logging(log: &config::LogConfig) {
-    let directive = log_directive(&log.level);
-    let filter = tracing_subscriber::EnvFilter::try_new(&directive)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_directive("info")));
-    let colour = {
-        use std::io::IsTerminal;
-        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr);
-    let _ = match log.format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-    };
-}
-
-/// libunftp's CWD handler warns on every failed CWD, but a failed CWD is
-/// routine: `curl --ftp-create-dirs` and most GUI clients probe with CWD
-/// before MKD. The back-end logs the expected case at debug instead
-/// (`ObjectBackend::cwd`), and storage failures behind a CWD at warn.
-const CWD_DIRECTIVE: &str = "libunftp::server::controlchan::commands::cwd=error";
-
-/// See [`log_directive`].
-const PASS_DIRECTIVE: &str = "libunftp::server::controlchan::commands::pass=error";
-
-/// The effective log filter for an operator's `log.level`.
-///
-/// libunftp's PASS handler warns about every failed login with the whole
-/// user name (a client may send kilobytes of it); our authenticator already
-/// writes one line per refusal with the name cut short, so that module is
-/// kept at `error`.
-///
-/// object_store logs every retry at info; what matters of a failing
-/// request reaches the log once, from whoever gave up (the audit line, the
-/// start-up error), so its own lines start at warn unless the operator's
-/// filter names `object_store`.
-pub fn log_directive(level: &str) -> String {
-    let mut directive = level.to_string();
-    if !level.contains("libunftp") {
-        directive.push_str(",libunftp=warn,");
-        directive.push_str(PASS_DIRECTIVE);
-        directive.push(',');
-        directive.push_str(CWD_DIRECTIVE);
-    }
-    if !level.contains("object_store") {
-        directive.push_str(",object_store=warn");
-    }
-    directive
 }
 
 /// The engine that stores an account's files, chosen once: unftp-sbe-gcs
@@ -249,16 +192,18 @@ pub fn build_accounts(
         })?;
         let own_store = user.storage.is_some();
         let engine = engine_for(&store, &jail, sbe_gcs.as_ref().filter(|_| !own_store));
-        users.push(Account {
-            name: user.name.clone(),
+        users.push(Login {
+            account: Arc::new(Account {
+                name: user.name.clone(),
+                store,
+                permissions: user.permissions,
+                enabled: user.enabled,
+                engine,
+                jail,
+            }),
             password_hash: Some(user.password_hash.clone()),
-            store,
-            permissions: user.permissions,
-            enabled: user.enabled,
             allowed_networks: user.allowed_networks.clone(),
             tls_required: user.tls_required,
-            engine,
-            jail,
         });
     }
     let auth = &config.auth;
@@ -269,14 +214,16 @@ pub fn build_accounts(
                 source,
             }
         })?;
-        Some(Account {
-            name: "anonymous".into(),
+        Some(Login {
+            account: Arc::new(Account {
+                name: "anonymous".into(),
+                store: default_store.clone(),
+                engine: engine_for(&default_store, &jail, sbe_gcs.as_ref()),
+                jail,
+                permissions: auth.anonymous_permissions,
+                enabled: true,
+            }),
             password_hash: None,
-            store: default_store.clone(),
-            engine: engine_for(&default_store, &jail, sbe_gcs.as_ref()),
-            jail,
-            permissions: auth.anonymous_permissions,
-            enabled: true,
             allowed_networks: Vec::new(),
             tls_required: false,
         })
@@ -339,7 +286,7 @@ pub async fn serve(
 /// endpoint and the fix (see [`storage_check`]).
 pub async fn check_storage(stores: &[OpenedStore]) -> Result<(), RunError> {
     for store in stores {
-        if let Err(failure) = http::probe_store(store).await {
+        if let Err(failure) = store_url::probe::probe_store(store).await {
             return Err(RunError::StorageUnreachable {
                 url: store.display_url.clone(),
                 reason: storage_check::explain(store, failure).await,
@@ -368,14 +315,15 @@ pub async fn serve_checked(
         .map(|url| events::Events::start(url, &config.events))
         .transpose()
         .map_err(RunError::Events)?;
+    let budget = memory_budget::MemoryBudget::new(
+        config.storage.memory_budget.bytes(),
+        config.storage.memory_wait,
+    );
     let settings = Arc::new(BackendSettings {
         upload: UploadSettings {
             part_size: config.storage.part_size,
             concurrency: config.storage.upload_concurrency,
-            budget: memory_budget::MemoryBudget::new(
-                config.storage.memory_budget.bytes(),
-                config.storage.memory_wait,
-            ),
+            budget: budget.clone(),
             idle_timeout: config.server.idle_timeout,
             storage_class: config.storage.storage_class.clone(),
             content_types: config.storage.content_types,
@@ -384,7 +332,11 @@ pub async fn serve_checked(
         },
         rename_limit: config.storage.rename_limit,
         mkd_existing_ok: config.server.mkd_existing_ok,
-        download_concurrency: config.storage.download_concurrency,
+        download: DownloadSettings {
+            chunk: config.storage.part_size as u64,
+            max_ranges: config.storage.download_concurrency,
+            budget,
+        },
         listing_mtime_limit: config.storage.listing_mtime_limit,
         // Without [tls] there is no FTPS upload to judge.
         require_close_notify: config.tls.as_ref().is_none_or(|t| t.require_close_notify),
@@ -443,4 +395,96 @@ pub async fn serve_checked(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+    use std::path::Path;
+
+    /// The modules in the order the `# Layout` section lists them.
+    fn layout() -> Vec<String> {
+        let lib = include_str!("lib.rs");
+        let start = lib
+            .find("//! # Layout")
+            .expect("lib.rs has a # Layout section");
+        lib[start..]
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .filter(|l| l.starts_with("//! - [`"))
+            .flat_map(|l| {
+                // One bullet may name several modules before its colon.
+                let head = l.split(':').next().unwrap_or("");
+                head.split("[`")
+                    .skip(1)
+                    .filter_map(|s| s.split('`').next())
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    /// The crate's modules a file's code (not its comments or tests) names.
+    fn imports(source: &str, modules: &[String]) -> BTreeSet<String> {
+        let code = source.split("#[cfg(test)]\nmod tests").next().unwrap_or("");
+        let mut found = BTreeSet::new();
+        for line in code.lines().map(|l| l.split("//").next().unwrap_or("")) {
+            for (at, _) in line.match_indices("crate::") {
+                let rest = &line[at + "crate::".len()..];
+                let rest = rest.trim_start_matches('{');
+                let name: String = rest
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                found.insert(name);
+            }
+        }
+        found.retain(|n| modules.contains(n));
+        found
+    }
+
+    fn sources(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                out.push(path);
+            }
+        }
+    }
+
+    #[test]
+    fn modules_import_only_what_the_layout_lists_before_them() {
+        let order = layout();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let declared: BTreeSet<String> = std::fs::read_dir(&src)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.is_dir() || p.extension().is_some_and(|e| e == "rs"))
+            .filter_map(|p| p.file_stem()?.to_str().map(String::from))
+            .filter(|n| n != "lib" && n != "main")
+            .collect();
+        let listed: BTreeSet<String> = order.iter().cloned().collect();
+        assert_eq!(declared, listed, "every module is in # Layout, once");
+        let mut files = Vec::new();
+        sources(&src, &mut files);
+        for file in files {
+            let relative = file.strip_prefix(&src).unwrap();
+            let top = relative.components().next().unwrap().as_os_str();
+            let top = Path::new(top).file_stem().unwrap().to_str().unwrap();
+            let Some(position) = order.iter().position(|m| m == top) else {
+                continue; // lib.rs and main.rs sit above everything
+            };
+            let source = std::fs::read_to_string(&file).unwrap();
+            for used in imports(&source, &order) {
+                let used_at = order.iter().position(|m| *m == used).unwrap();
+                assert!(
+                    used_at <= position,
+                    "{} imports {used}, listed after {top} in # Layout",
+                    relative.display()
+                );
+            }
+        }
+    }
 }

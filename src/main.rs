@@ -137,7 +137,8 @@ fn real_main() -> anyhow::Result<()> {
             anyhow::ensure!(!password.is_empty(), "empty password");
             println!(
                 "{}",
-                bucketftp::auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?
+                bucketftp::passwords::hash_password(&password)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
             );
             Ok(())
         }
@@ -202,7 +203,7 @@ fn load(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<conf
 }
 
 fn full_access_user(name: &str, password: &str) -> anyhow::Result<UserConfig> {
-    let hash = bucketftp::auth::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = bucketftp::passwords::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
     UserConfig::full_access(name, hash).with_context(|| format!("--user {name}"))
 }
 

@@ -7,7 +7,6 @@
 //! metrics`. Labels carry only bounded values (direction, outcome,
 //! operation), never a path or a user name.
 
-use crate::transfers::Direction;
 use prometheus::proto::MetricFamily;
 use prometheus::{
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
@@ -15,6 +14,25 @@ use prometheus::{
 };
 use std::sync::LazyLock;
 use std::time::Duration;
+
+/// Which way the bytes flow, for limits and metrics labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Client to store (STOR, APPE, STOU).
+    Upload,
+    /// Store to client (RETR).
+    Download,
+}
+
+impl Direction {
+    /// Bounded label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Upload => "upload",
+            Direction::Download => "download",
+        }
+    }
+}
 
 /// Buckets for transfer sizes: 1 KiB … 16 GiB.
 const SIZE_BUCKETS: [f64; 9] = [

@@ -20,7 +20,8 @@
 //! its refusals are a plain close, since a TLS client cannot read a
 //! plaintext `421`.
 
-use crate::auth::{Accounts, SessionUser};
+use crate::auth::Accounts;
+use crate::backend::SessionUser;
 use crate::backend::{BackendSettings, ObjectBackend};
 use crate::config::{Config, PassiveHost, ProxyProtocol, TlsRequired};
 use crate::proxy_protocol::ProxiedAddress;
@@ -203,7 +204,7 @@ impl FtpService {
         }
         crate::metrics::session_delta(1);
         if let Err(e) = self.run_session(stream, peer, waiting, implicit_tls).await {
-            tracing::error!(client_ip = %peer.ip(), cause = %crate::error_chain(&e), "session failed");
+            tracing::error!(client_ip = %peer.ip(), cause = %crate::errors::error_chain(&e), "session failed");
         }
         crate::metrics::session_delta(-1);
     }

@@ -125,7 +125,7 @@ impl TlsCertificates {
                 tracing::error!(
                     cert = %self.cert.display(),
                     key = %self.key.display(),
-                    cause = %crate::error_chain(&e),
+                    cause = %crate::errors::error_chain(&e),
                     keeping_previous = state.config.is_some(),
                     "tls certificate not loaded"
                 );

@@ -5,6 +5,7 @@
 //! Every RETR and STOR holds a [`TransferGuard`] for its lifetime; the guard
 //! carries the cancellation signal the data path selects on.
 
+use crate::metrics::Direction;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -12,25 +13,6 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
-
-/// Which way the bytes flow, for limits and metrics labels.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Client to store (STOR, APPE, STOU).
-    Upload,
-    /// Store to client (RETR).
-    Download,
-}
-
-impl Direction {
-    /// Bounded label for metrics.
-    pub fn label(self) -> &'static str {
-        match self {
-            Direction::Upload => "upload",
-            Direction::Download => "download",
-        }
-    }
-}
 
 /// Why a transfer was not started.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

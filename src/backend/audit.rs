@@ -4,10 +4,10 @@
 //! failure. Every engine's operations are recorded alike because the
 //! wrapper, not the engine, writes them.
 
+use super::account::SessionUser;
 use super::reply_codes::reply_code_of;
 use super::ObjectBackend;
-use crate::auth::SessionUser;
-use crate::transfers::Direction;
+use crate::metrics::Direction;
 use std::path::Path;
 use std::time::Instant;
 use unftp_core::storage::{
@@ -100,7 +100,7 @@ impl ObjectBackend {
             duration_ms = started.elapsed().as_millis() as u64,
             outcome,
             reply,
-            cause = result.as_ref().err().map(|e| crate::error_chain(e)).unwrap_or_default(),
+            cause = result.as_ref().err().map(|e| crate::errors::error_chain(e)).unwrap_or_default(),
             "ftp operation"
         );
     }

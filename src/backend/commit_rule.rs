@@ -203,7 +203,8 @@ impl AsyncRead for UploadInput {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::transfers::{Direction, Transfers};
+    use crate::metrics::Direction;
+    use crate::transfers::Transfers;
     use tokio::io::AsyncReadExt;
 
     fn session() -> Arc<SessionContext> {

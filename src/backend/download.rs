@@ -57,9 +57,9 @@ pub async fn open_range(
 
 /// How a cloud download reads ahead.
 #[derive(Debug, Clone)]
-pub struct ReadAhead {
-    /// Bytes per ranged GET (the upload part size); each is streamed, not
-    /// held whole ([`READ_AHEAD`]).
+pub struct DownloadSettings {
+    /// Bytes per ranged GET (`storage.part_size`, the upload part size
+    /// too); each is streamed, not held whole ([`READ_AHEAD`]).
     pub chunk: u64,
     /// Most ranged GETs in flight (`storage.download_concurrency`).
     pub max_ranges: usize,
@@ -85,7 +85,7 @@ pub async fn open_parallel(
     store: &Arc<dyn ObjectStore>,
     key: &ObjectPath,
     offset: u64,
-    read_ahead: ReadAhead,
+    read_ahead: DownloadSettings,
     mut memory: Reservation,
 ) -> object_store::Result<BoxStream<'static, object_store::Result<Bytes>>> {
     let chunk = read_ahead.chunk;
@@ -307,7 +307,7 @@ struct Ranges {
     parts: usize,
     memory: Reservation,
     target: usize,
-    read_ahead: ReadAhead,
+    read_ahead: DownloadSettings,
     window: Window,
     /// Bytes per second of the previous window.
     last_rate: f64,
@@ -586,7 +586,7 @@ mod tests {
             .reserve(part_reservation(PART), std::future::pending())
             .await
             .unwrap();
-        let read_ahead = ReadAhead {
+        let read_ahead = DownloadSettings {
             chunk: PART as u64,
             max_ranges: 8,
             budget: budget.clone(),
@@ -606,7 +606,7 @@ mod tests {
             .reserve(part_reservation(PART), std::future::pending())
             .await
             .unwrap();
-        let read_ahead = ReadAhead {
+        let read_ahead = DownloadSettings {
             chunk: PART as u64,
             max_ranges: 8,
             budget: budget.clone(),
@@ -626,7 +626,7 @@ mod tests {
             .reserve(part_reservation(PART), std::future::pending())
             .await
             .unwrap();
-        let read_ahead = ReadAhead {
+        let read_ahead = DownloadSettings {
             chunk: PART as u64,
             max_ranges: 8,
             budget: budget.clone(),
@@ -679,7 +679,7 @@ mod tests {
             parts: 1,
             memory,
             target: max_ranges,
-            read_ahead: ReadAhead {
+            read_ahead: DownloadSettings {
                 chunk: 8 << 20,
                 max_ranges,
                 budget: budget.clone(),

@@ -14,10 +14,10 @@
 //! one file implementing [`Engine`]; what it cannot do it leaves to
 //! the default methods, which refuse with 502 rather than fake it.
 
+use super::account::SessionUser;
 use super::commit_rule::UploadInput;
 use super::directories::{self, Entry, EntryKind};
-use super::BackendSettings;
-use crate::auth::SessionUser;
+use super::settings::BackendSettings;
 use crate::integrity::Algorithm;
 use crate::memory_budget::Reservation;
 use crate::transfers::{SessionContext, TransferGuard};

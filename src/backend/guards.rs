@@ -2,9 +2,10 @@
 //! the jail, what may not be done to the home directory, REST offsets and
 //! overwriting.
 
+use super::account::SessionUser;
 use super::reply_codes::path_error;
 use super::ObjectBackend;
-use crate::auth::{Permission, SessionUser};
+use crate::permissions::Permission;
 use object_store::path::Path as ObjectPath;
 use std::path::Path;
 use unftp_core::storage::{

@@ -1,7 +1,7 @@
 //! What a `file://` store can hold, checked before any file-system call.
 //!
 //! Replacing `name` on `file://` goes through a hidden `name#N` for a
-//! moment (linked, then renamed over it: `crate::local_tmpfile`; where
+//! moment (linked, then renamed over it: `crate::local_attributes`; where
 //! that is unavailable, object_store's `LocalFileSystem` stages every write
 //! the same way), `LocalFileSystem` hides names ending in `#` and digits,
 //! and it follows symbolic links wherever they point. So on `file://` a

@@ -30,6 +30,7 @@
 //! | MKD / RMD      | `dir/` marker object (a real directory on `file://`)     |
 //! | RNFR/RNTO      | `rename` (copy + delete on clouds), per object for dirs  |
 
+mod account;
 mod audit;
 mod checksums;
 pub mod close_notify;
@@ -44,15 +45,19 @@ mod name_pattern;
 mod object_engine;
 pub mod reply_codes;
 pub mod sbe_gcs;
+mod settings;
 pub mod upload;
 
+pub use account::{Account, SessionUser};
 pub(crate) use engine::Engine;
 pub use engine::ObjectMetadata;
 pub(crate) use object_engine::ObjectEngine;
+pub use settings::BackendSettings;
 
-use crate::auth::{Permission, SessionUser};
 use crate::integrity::Algorithm;
-use crate::transfers::{Direction, SessionContext, TransferGuard, TransferRefused, Transfers};
+use crate::metrics::Direction;
+use crate::permissions::Permission;
+use crate::transfers::{SessionContext, TransferGuard, TransferRefused, Transfers};
 use async_trait::async_trait;
 use commit_rule::UploadInput;
 use engine::{unsupported, BeginDownload, Listing, Transfer};
@@ -67,28 +72,6 @@ use unftp_core::storage::{
     Error as StorageError, ErrorKind as StorageErrorKind, Metadata, Result as StorageResult,
     StorageBackend, FEATURE_RESTART, FEATURE_SITEMD5,
 };
-use upload::UploadSettings;
-
-/// Behaviour switches shared by every session.
-#[derive(Debug, Clone)]
-pub struct BackendSettings {
-    /// How uploads are cut into parts.
-    pub upload: UploadSettings,
-    /// Most objects a directory rename may touch (each is a copy + delete on
-    /// clouds, so an unbounded rename could run for hours).
-    pub rename_limit: usize,
-    /// Answer MKD of an existing directory with success (some NVRs and
-    /// cameras disconnect on 550).
-    pub mkd_existing_ok: bool,
-    /// Most ranged GETs of one part each running at once per cloud
-    /// download (fewer under memory pressure, see [`download::open_parallel`]).
-    pub download_concurrency: usize,
-    /// Most files of one listing whose stored `mtime` is read (a HEAD each).
-    pub listing_mtime_limit: usize,
-    /// An FTPS upload is complete only at the client's TLS close_notify
-    /// (`tls.require_close_notify`, see [`close_notify`]).
-    pub require_close_notify: bool,
-}
 
 /// Buffer between a download's chunks and the data connection.
 const COPY_BUFFER: usize = 1 << 20;

@@ -23,9 +23,10 @@
 //!
 //! Which time wins where: MDTM and MLST read one HEAD; listings read the
 //! metadata of up to `storage.listing_mtime_limit` files per directory
-//! ([`super::directories::list`]), because no store's listing API returns
+//! ([`super::directories::Directories::list`]), because no store's listing API returns
 //! user metadata to object_store.
 
+use super::directories::DirStyle;
 use super::reply_codes::storage_error;
 use crate::cloud_attributes::{Precondition, WriteError};
 use crate::store_url::{OpenedStore, StoreKind};
@@ -273,7 +274,7 @@ async fn set_in_cloud(store: &OpenedStore, key: &ObjectPath, when: SystemTime) -
         ));
     };
     let (meta, current) = head(store, key).await.map_err(storage_error)?;
-    if super::directories::is_folder(store, &meta, &current) {
+    if super::directories::is_folder(&DirStyle::of(&store.kind), &meta, &current) {
         return Err(not_a_file());
     }
     let wanted = mtime_metadata(writer.family(), when);

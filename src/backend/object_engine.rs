@@ -8,7 +8,7 @@
 //! [`super::modified_time`]'s.
 
 use super::commit_rule::UploadInput;
-use super::directories::{self, EntryKind};
+use super::directories::{Directories, EntryKind};
 use super::engine::{
     not_found, BeginDownload, ByteStream, Engine, Listing, ObjectMetadata, Transfer,
 };
@@ -29,14 +29,15 @@ use unftp_core::storage::{
 /// One account's files in an object store.
 pub(crate) struct ObjectEngine {
     store: OpenedStore,
-    /// The account's home (always a directory).
-    root: ObjectPath,
+    /// The directories below the account's home.
+    dirs: Directories,
 }
 
 impl ObjectEngine {
     /// The engine for an account whose home is `root` in `store`.
     pub(crate) fn new(store: OpenedStore, root: ObjectPath) -> Self {
-        Self { store, root }
+        let dirs = Directories::new(store.clone(), root);
+        Self { store, dirs }
     }
 }
 
@@ -58,7 +59,8 @@ impl Engine for ObjectEngine {
     }
 
     async fn stat(&self, key: &ObjectPath) -> StorageResult<Option<ObjectMetadata>> {
-        directories::stat(&self.store, &self.root, key)
+        self.dirs
+            .stat(key)
             .await
             .map(|found| found.as_ref().map(ObjectMetadata::from))
             .map_err(storage_error)
@@ -78,7 +80,9 @@ impl Engine for ObjectEngine {
         pattern: Option<&str>,
         mtime_limit: usize,
     ) -> StorageResult<Listing> {
-        let mut entries = directories::list(&self.store, &self.root, dir)
+        let mut entries = self
+            .dirs
+            .list(dir)
             .await
             .map_err(storage_error)?
             .ok_or_else(|| not_found("no such directory"))?;
@@ -86,7 +90,9 @@ impl Engine for ObjectEngine {
             entries.retain(|e| name_pattern::matches(pattern, &e.name));
         }
         // After the filter: only the files shown cost a HEAD.
-        directories::apply_stored_mtimes(&self.store, &mut entries, mtime_limit).await;
+        self.dirs
+            .apply_stored_mtimes(&mut entries, mtime_limit)
+            .await;
         Ok(entries
             .iter()
             .map(|e| Fileinfo {
@@ -107,18 +113,14 @@ impl Engine for ObjectEngine {
         let store = &self.store.store;
         let settings = transfer.settings;
         let ranged =
-            matches!(self.store.kind, StoreKind::Cloud { .. }) && settings.download_concurrency > 1;
+            matches!(self.store.kind, StoreKind::Cloud { .. }) && settings.download.max_ranges > 1;
         if ranged {
-            let part_size = settings.upload.part_size;
             let memory = transfer
-                .reserve(memory_budget::part_reservation(part_size))
+                .reserve(memory_budget::part_reservation(
+                    settings.download.chunk as usize,
+                ))
                 .await?;
-            let read_ahead = download::ReadAhead {
-                chunk: part_size as u64,
-                max_ranges: settings.download_concurrency,
-                budget: settings.upload.budget.clone(),
-            };
-            download::open_parallel(store, key, start_pos, read_ahead, memory).await
+            download::open_parallel(store, key, start_pos, settings.download.clone(), memory).await
         } else {
             let memory = transfer.reserve(memory_budget::STREAM_RESERVATION).await?;
             download::open_range(store, key, start_pos, None)
@@ -178,13 +180,11 @@ impl Engine for ObjectEngine {
     }
 
     async fn make_dir(&self, key: &ObjectPath) -> StorageResult<()> {
-        directories::make(&self.store, key)
-            .await
-            .map_err(storage_error)
+        self.dirs.make(key).await.map_err(storage_error)
     }
 
     async fn remove_dir(&self, key: &ObjectPath) -> StorageResult<()> {
-        directories::remove(&self.store, &self.root, key).await
+        self.dirs.remove(key).await
     }
 
     /// A file is one `rename` (copy + delete on clouds); a directory is
@@ -193,7 +193,9 @@ impl Engine for ObjectEngine {
         if from == to {
             return Ok(());
         }
-        let entry = directories::stat(&self.store, &self.root, from)
+        let entry = self
+            .dirs
+            .stat(from)
             .await
             .map_err(storage_error)?
             .ok_or_else(|| not_found("no such file or directory"))?;
@@ -211,7 +213,7 @@ impl Engine for ObjectEngine {
                         "cannot move a directory into itself",
                     ));
                 }
-                directories::rename_dir(&self.store, from, to, limit).await
+                self.dirs.rename_dir(from, to, limit).await
             }
         }
     }

@@ -403,7 +403,8 @@ where
 mod tests {
     use super::*;
     use crate::memory_budget::part_reservation;
-    use crate::transfers::{Direction, Transfers};
+    use crate::metrics::Direction;
+    use crate::transfers::Transfers;
     use object_store::memory::InMemory;
     use object_store::ObjectStoreExt;
 

@@ -144,7 +144,7 @@ fn toml_for(key: &str, value: Option<&str>) -> String {
 fn is_default(key: &str, value: &str) -> Result<bool, String> {
     let without = from_toml(&toml_for(key, None)).map_err(|e| format!("{key}: {e}"))?;
     let with = from_toml(&toml_for(key, Some(value)))
-        .map_err(|e| format!("{key} = {value}: {}", crate::error_chain(&e)))?;
+        .map_err(|e| format!("{key} = {value}: {}", crate::errors::error_chain(&e)))?;
     Ok(with == without)
 }
 

@@ -251,11 +251,11 @@ fn insert(table: &mut Map<String, Value>, path: &[String], value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::Permission;
     use crate::config::DEFAULT_LISTEN;
+    use crate::permissions::Permission;
 
     fn hash() -> String {
-        crate::auth::hash_password("pw").unwrap()
+        crate::passwords::hash_password("pw").unwrap()
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub use sections::{
     AuthConfig, EventsConfig, HttpConfig, LogConfig, ServerConfig, StorageConfig, TlsConfig,
     DEFAULT_LISTEN, DEFAULT_LISTING_MTIME_LIMIT,
 };
-pub use users::UserConfig;
+pub use users::{UserConfig, ANONYMOUS_NAMES};
 pub use values::{MemoryBudget, ProxyProtocol, Secret, DEFAULT_DATA_DIR, MIN_PART_SIZE};
 
 use serde::Deserialize;

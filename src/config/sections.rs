@@ -8,8 +8,8 @@
 
 use super::choices::{self, LogFormat, PassiveHost, StorageEngine, TlsRequired};
 use super::values::{self, MemoryBudget, ProxyProtocol, Secret};
-use crate::auth::PermissionSet;
 use crate::integrity::ContentTypes;
+use crate::permissions::PermissionSet;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};

@@ -4,11 +4,15 @@
 use super::rejected::Rejected;
 use super::values;
 use super::ConfigError;
-use crate::auth::{validate_hash, Permission, PermissionSet, ANONYMOUS_NAMES};
+use crate::passwords::validate_hash;
+use crate::permissions::{Permission, PermissionSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
 use url::Url;
+
+/// Name under which anonymous logins are accepted (RFC 1635 also allows "ftp").
+pub const ANONYMOUS_NAMES: [&str; 2] = ["anonymous", "ftp"];
 
 /// One `[[users]]` entry.
 #[derive(Clone, PartialEq, Deserialize)]

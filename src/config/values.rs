@@ -10,7 +10,7 @@
 //! loader's `validate`.
 
 use super::rejected::{text_with, Rejected};
-use crate::auth::{Permission, PermissionSet};
+use crate::permissions::{Permission, PermissionSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
 use std::fmt;

@@ -37,7 +37,9 @@
 //! is not mounted or the file system has no `O_TMPFILE`, the caller
 //! ([`crate::local_attributes::XattrStore`]) falls back to `LocalFileSystem`.
 
-use crate::local_attributes::{merged_attributes, put_result, CompletionAttributes};
+use super::xattrs::{
+    merged_attributes, put_result, set_xattrs, spawn_blocking, CompletionAttributes,
+};
 use async_trait::async_trait;
 use futures::FutureExt;
 use object_store::{Attributes, MultipartUpload, PutPayload, PutResult, UploadPart};
@@ -227,7 +229,7 @@ impl Tmpfile {
         xattrs_unsupported: &AtomicBool,
         replace: bool,
     ) -> Result<Metadata, TmpfileError> {
-        crate::local_attributes::set_xattrs(&self.file, &self.dest, attributes, xattrs_unsupported);
+        set_xattrs(&self.file, &self.dest, attributes, xattrs_unsupported);
         let metadata = self
             .file
             .metadata()
@@ -382,9 +384,7 @@ fn take(slot: &Mutex<Option<Tmpfile>>) -> Result<Tmpfile, TmpfileError> {
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, TmpfileError> + Send + 'static,
 ) -> object_store::Result<T> {
-    crate::local_attributes::spawn_blocking(work)
-        .await?
-        .map_err(Into::into)
+    spawn_blocking(work).await?.map_err(Into::into)
 }
 
 #[async_trait]
@@ -434,8 +434,9 @@ impl Drop for TmpfileUpload {
 
 #[cfg(test)]
 mod tests {
+    use super::super::xattrs::local_etag;
+    use super::super::XattrStore;
     use super::*;
-    use crate::local_attributes::{local_etag, XattrStore};
     use object_store::local::LocalFileSystem;
     use object_store::path::Path as Key;
     use object_store::{

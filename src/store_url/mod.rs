@@ -8,6 +8,9 @@
 //! cloud environment variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`) are honoured as
 //! object_store's `from_env` builders do; explicit options win over them.
 
+pub(crate) mod preflight;
+pub(crate) mod probe;
+
 use crate::cloud_attributes::{Cloud, CloudAttributesStore, MetadataWriter};
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::azure::AzureConfigKey;
@@ -59,7 +62,7 @@ pub enum StoreUrlError {
     Prefix(#[source] object_store::path::Error),
     /// The options cannot work (no credentials, plain http not allowed).
     #[error(transparent)]
-    Preflight(#[from] crate::storage_check::PreflightError),
+    Preflight(#[from] preflight::PreflightError),
     /// object_store refused the configuration (bad bucket, bad option value).
     #[error("invalid storage configuration")]
     Build(#[source] object_store::Error),
@@ -206,8 +209,8 @@ pub fn open_store(
                 }
                 merged.insert(lower, value.clone());
             }
-            crate::storage_check::preflight(family, &merged)?;
-            let endpoint = crate::storage_check::endpoint_of(family, &merged, env);
+            preflight::preflight(family, &merged)?;
+            let endpoint = preflight::endpoint_of(family, &merged, env);
             let (store, metadata_writer) =
                 build_cloud(family, url, merged, retry).map_err(StoreUrlError::Build)?;
             let base = url_prefix(url)?;
