@@ -20,7 +20,7 @@ use unftp_core::auth::{
 };
 
 /// What a login must show to become its account.
-pub struct Login {
+pub(crate) struct Login {
     /// The account the login opens.
     pub account: Arc<Account>,
     /// PHC password hash; `None` for the anonymous account.
@@ -59,7 +59,7 @@ impl fmt::Debug for Login {
 /// at [`MAX_LOCKOUT_ENTRIES`], the stalest entry is evicted. Names longer
 /// than [`MAX_USER_NAME`] never reach it.
 #[derive(Debug)]
-pub struct Lockout {
+pub(crate) struct Lockout {
     max_failures: u32,
     max_per_address: u32,
     period: Duration,
@@ -87,7 +87,7 @@ struct LockTable {
 /// Most entries the lockout table holds (each at most ~300 bytes: a name of
 /// up to [`MAX_USER_NAME`] bytes, an address, a counter), so an attacker
 /// inventing names and addresses can make it hold at most a few MiB.
-pub const MAX_LOCKOUT_ENTRIES: usize = 10_000;
+pub(crate) const MAX_LOCKOUT_ENTRIES: usize = 10_000;
 
 /// Expired entries are swept after this many inserts, so a table that never
 /// reaches its cap still forgets old failures.
@@ -96,7 +96,7 @@ const PRUNE_EVERY: usize = 1_024;
 /// Longest user name we look at. Longer names are refused before they are
 /// counted, hashed or logged (no account can have one: they are refused as
 /// "unknown" anyway).
-pub const MAX_USER_NAME: usize = 256;
+pub(crate) const MAX_USER_NAME: usize = 256;
 
 /// How much of a refused name a log line shows.
 const LOGGED_NAME: usize = 64;
@@ -105,7 +105,7 @@ impl Lockout {
     /// Lock a (user, address) pair after `max_failures` consecutive failures
     /// for `period`, and a whole address after `max_per_address` failures
     /// over any names; zero turns either off.
-    pub fn new(max_failures: u32, max_per_address: u32, period: Duration) -> Self {
+    pub(crate) fn new(max_failures: u32, max_per_address: u32, period: Duration) -> Self {
         Self {
             max_failures,
             max_per_address,
@@ -198,14 +198,10 @@ impl Lockout {
         }
     }
 
-    /// Entries held now (for tests and the memory bound).
-    pub fn len(&self) -> usize {
+    /// Entries held now.
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.table().entries.len()
-    }
-
-    /// Whether the table is empty.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -238,11 +234,11 @@ pub struct Accounts {
 /// than this. argon2id takes ~19 MiB and tens of milliseconds of one core
 /// per check: a login storm queues for these slots instead of multiplying
 /// memory (at most ~76 MiB) and taking every core.
-pub const MAX_VERIFICATIONS: usize = 4;
+pub(crate) const MAX_VERIFICATIONS: usize = 4;
 
 impl Accounts {
     /// Collects the accounts; names must be unique (checked by config).
-    pub fn new(
+    pub(crate) fn new(
         users: Vec<Login>,
         anonymous: Option<Login>,
         lockout: Lockout,
@@ -415,7 +411,7 @@ mod tests {
         let off = Lockout::new(0, 0, Duration::from_secs(60));
         off.record_failure("u", ip);
         assert!(!off.is_locked("u", ip));
-        assert!(off.is_empty());
+        assert_eq!(off.len(), 0);
     }
 
     #[test]

@@ -61,7 +61,7 @@ const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUM
 
 /// The typed store and what a metadata update needs.
 #[derive(Debug)]
-pub enum Cloud {
+pub(crate) enum Cloud {
     /// S3 and its bucket name.
     S3(Arc<AmazonS3>, String),
     /// Azure Blob.
@@ -372,13 +372,13 @@ impl MetadataWriter {
 
 /// A cloud store that completes multipart uploads with their late attributes.
 #[derive(Debug)]
-pub struct CloudAttributesStore {
+pub(crate) struct CloudAttributesStore {
     writer: Arc<MetadataWriter>,
 }
 
 impl CloudAttributesStore {
     /// Wraps the typed store.
-    pub fn new(cloud: Cloud) -> std::result::Result<Self, reqwest::Error> {
+    pub(crate) fn new(cloud: Cloud) -> std::result::Result<Self, reqwest::Error> {
         Ok(Self {
             writer: Arc::new(MetadataWriter {
                 cloud,
@@ -392,7 +392,7 @@ impl CloudAttributesStore {
     }
 
     /// The writer, shared with `MFMT`.
-    pub fn writer(&self) -> Arc<MetadataWriter> {
+    pub(crate) fn writer(&self) -> Arc<MetadataWriter> {
         self.writer.clone()
     }
 

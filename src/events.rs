@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// CloudEvents `type` of an upload event.
-pub const OBJECT_CREATED: &str = "dev.bucketftp.object.created";
+pub(crate) const OBJECT_CREATED: &str = "dev.bucketftp.object.created";
 /// First retry delay.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
 /// Longest delay between two attempts.
@@ -47,7 +47,7 @@ pub enum EventsError {
 
 /// A committed upload, as the event's `data` reports it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ObjectCreated {
+pub(crate) struct ObjectCreated {
     /// The store's URL, credentials removed.
     pub store_url: String,
     /// The object's full key in the store.
@@ -117,7 +117,7 @@ fn random_uuid() -> String {
 
 /// The sending side of the event queue: cheap to clone, never blocks.
 #[derive(Debug, Clone)]
-pub struct Events {
+pub(crate) struct Events {
     queue: mpsc::Sender<Vec<u8>>,
     depth: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -126,7 +126,7 @@ impl Events {
     /// Starts the sender task posting to `url` (`config.webhook_url`,
     /// checked by the caller: without one there are no events) with the
     /// rest of `config`; must run inside a tokio runtime.
-    pub fn start(url: &url::Url, config: &EventsConfig) -> Result<Self, EventsError> {
+    pub(crate) fn start(url: &url::Url, config: &EventsConfig) -> Result<Self, EventsError> {
         let client = reqwest::Client::builder()
             .timeout(config.timeout)
             .connect_timeout(config.timeout)
@@ -149,7 +149,7 @@ impl Events {
 
     /// Queues the event for a committed upload; drops it (counted, logged)
     /// when the queue is full.
-    pub fn object_created(&self, event: ObjectCreated) {
+    pub(crate) fn object_created(&self, event: ObjectCreated) {
         let body = event.to_cloud_event();
         // Counted before it is sent: the sender may take it at once.
         self.depth.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -166,13 +166,13 @@ impl Events {
     }
 
     /// Events queued or being delivered.
-    pub fn pending(&self) -> usize {
+    pub(crate) fn pending(&self) -> usize {
         self.depth.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// Waits until every queued event was delivered or given up, at most
     /// `deadline` (used at shutdown, after the FTP sessions have drained).
-    pub async fn drain(&self, deadline: Duration) {
+    pub(crate) async fn drain(&self, deadline: Duration) {
         let started = Instant::now();
         while self.pending() > 0 && started.elapsed() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;

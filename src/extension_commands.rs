@@ -63,7 +63,7 @@ const OFFERED: [Algorithm; 4] = [
 /// Adds the extension commands to a session's server. `mfmt_listed`:
 /// whether FEAT announces MFMT (clients such as rclone set a time after
 /// every upload when it does, and fail the copy if it is refused).
-pub fn register(
+pub(crate) fn register(
     builder: ServerBuilder<ObjectBackend, SessionUser>,
     mfmt_listed: bool,
 ) -> ServerBuilder<ObjectBackend, SessionUser> {

@@ -27,11 +27,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Mutex;
 
 /// How long a readiness answer is reused.
-pub const READY_CACHE: Duration = Duration::from_secs(2);
+pub(crate) const READY_CACHE: Duration = Duration::from_secs(2);
 
 /// Shared health state, written by the server and read by the endpoint.
 #[derive(Debug)]
-pub struct Health {
+pub(crate) struct Health {
     accepting: AtomicBool,
     shutting_down: AtomicBool,
     stores: Vec<OpenedStore>,
@@ -44,7 +44,7 @@ pub struct Health {
 impl Health {
     /// Health over every distinct store the accounts use and, when FTPS is
     /// configured, its certificate.
-    pub fn new(
+    pub(crate) fn new(
         stores: Vec<OpenedStore>,
         tls: Option<Arc<crate::tls::TlsCertificates>>,
     ) -> Arc<Self> {
@@ -59,18 +59,18 @@ impl Health {
     }
 
     /// The FTP accept loop started or stopped.
-    pub fn set_accepting(&self, accepting: bool) {
+    pub(crate) fn set_accepting(&self, accepting: bool) {
         self.accepting.store(accepting, Ordering::SeqCst);
     }
 
     /// Shutdown began: readiness fails from now on.
-    pub fn set_shutting_down(&self) {
+    pub(crate) fn set_shutting_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
         crate::metrics::set_ready(false);
     }
 
     /// Whether the FTP listener is accepting.
-    pub fn live(&self) -> bool {
+    pub(crate) fn live(&self) -> bool {
         self.accepting.load(Ordering::SeqCst)
     }
 
@@ -80,7 +80,7 @@ impl Health {
     /// it is older than [`READY_CACHE`]: a slow store then makes readiness
     /// late by one probe, never makes the endpoint itself slow (a load
     /// balancer's check timing out would take a healthy replica out).
-    pub async fn ready(self: &Arc<Self>) -> Result<(), String> {
+    pub(crate) async fn ready(self: &Arc<Self>) -> Result<(), String> {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err("shutting down".into());
         }
@@ -120,7 +120,7 @@ impl Health {
 }
 
 /// Serves the endpoint until `shutdown` resolves.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     health: Arc<Health>,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -215,7 +215,7 @@ pub enum HealthcheckError {
 /// Where to ask for readiness, given `http.listen`: a wildcard listen
 /// address (`0.0.0.0`, `::`) is asked on the loopback address of its family,
 /// which is where a command run inside the container reaches the gateway.
-pub fn local_address(listen: SocketAddr) -> SocketAddr {
+pub(crate) fn local_address(listen: SocketAddr) -> SocketAddr {
     let ip = match listen.ip() {
         IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
         IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),

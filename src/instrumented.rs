@@ -25,14 +25,14 @@ use std::time::Instant;
 
 /// An object store whose requests are timed and counted.
 #[derive(Debug)]
-pub struct InstrumentedStore {
+pub(crate) struct InstrumentedStore {
     inner: Arc<dyn ObjectStore>,
     backend: &'static str,
 }
 
 impl InstrumentedStore {
     /// Wraps `inner`; `backend` is the metrics label (`s3`, `file`, …).
-    pub fn new(inner: Arc<dyn ObjectStore>, backend: &'static str) -> Self {
+    pub(crate) fn new(inner: Arc<dyn ObjectStore>, backend: &'static str) -> Self {
         Self { inner, backend }
     }
 }
@@ -44,7 +44,7 @@ impl fmt::Display for InstrumentedStore {
 }
 
 /// A bounded label for an `object_store` error.
-pub fn error_kind(err: &object_store::Error) -> &'static str {
+pub(crate) fn error_kind(err: &object_store::Error) -> &'static str {
     use object_store::Error as E;
     match err {
         E::NotFound { .. } => "not_found",

@@ -26,13 +26,13 @@ use std::str::FromStr;
 /// User-metadata key of the SHA-256 (64 lowercase hex digits) of the whole
 /// object. S3 shows it as `x-amz-meta-sha256`, Azure `x-ms-meta-sha256`,
 /// GCS `x-goog-meta-sha256`, `file://` as the `user.bucketftp.sha256` xattr.
-pub const SHA256_KEY: &str = "sha256";
+pub(crate) const SHA256_KEY: &str = "sha256";
 /// User-metadata key of the CRC-32 (ISO-HDLC, as `crc32`/zlib; 8 hex digits).
-pub const CRC32_KEY: &str = "crc32";
+pub(crate) const CRC32_KEY: &str = "crc32";
 
 /// A checksum algorithm a client can ask for (HASH, X*, SITE MD5).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
+pub(crate) enum Algorithm {
     /// SHA-256: stored with every upload.
     Sha256,
     /// SHA-1: computed on demand.
@@ -45,7 +45,7 @@ pub enum Algorithm {
 
 impl Algorithm {
     /// The name HASH uses (draft-bryan-ftpext-hash §3).
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Algorithm::Sha256 => "SHA-256",
             Algorithm::Sha1 => "SHA-1",
@@ -56,7 +56,7 @@ impl Algorithm {
 
     /// The metadata key the value is stored under, for algorithms computed
     /// during uploads.
-    pub fn stored_key(self) -> Option<&'static str> {
+    pub(crate) fn stored_key(self) -> Option<&'static str> {
         match self {
             Algorithm::Sha256 => Some(SHA256_KEY),
             Algorithm::Crc32 => Some(CRC32_KEY),
@@ -74,7 +74,7 @@ impl fmt::Display for Algorithm {
 /// An algorithm name no one implements here.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("unknown hash algorithm {0:?} (SHA-256, SHA-1, MD5 or CRC32)")]
-pub struct UnknownAlgorithm(pub String);
+pub(crate) struct UnknownAlgorithm(pub String);
 
 impl FromStr for Algorithm {
     type Err = UnknownAlgorithm;
@@ -92,7 +92,7 @@ impl FromStr for Algorithm {
 /// Digests of everything written to an upload, in order. SHA-256 is
 /// optional (`storage.upload_sha256`): it is the one digest here whose cost
 /// shows next to the transfer itself; CRC-32 is always computed.
-pub struct UploadDigests {
+pub(crate) struct UploadDigests {
     sha256: Option<sha2::Sha256>,
     crc32: crc_fast::Digest,
     len: u64,
@@ -100,7 +100,7 @@ pub struct UploadDigests {
 
 impl UploadDigests {
     /// Digests of nothing yet; SHA-256 only when `sha256`.
-    pub fn new(sha256: bool) -> Self {
+    pub(crate) fn new(sha256: bool) -> Self {
         Self {
             sha256: sha256.then(sha2::Sha256::new),
             crc32: crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32IsoHdlc),
@@ -109,7 +109,7 @@ impl UploadDigests {
     }
 
     /// Adds the next bytes of the object.
-    pub fn update(&mut self, data: &[u8]) {
+    pub(crate) fn update(&mut self, data: &[u8]) {
         if let Some(sha256) = &mut self.sha256 {
             sha256.update(data);
         }
@@ -118,7 +118,7 @@ impl UploadDigests {
     }
 
     /// The digests of the whole object.
-    pub fn finish(self) -> ContentDigests {
+    pub(crate) fn finish(self) -> ContentDigests {
         ContentDigests {
             sha256: self.sha256.map(|sha256| hex::encode(sha256.finalize())),
             crc32: format!("{:08x}", self.crc32.finalize() as u32),
@@ -153,7 +153,7 @@ const MIN_DIGEST_BATCH: usize = 256 * 1024;
 /// before it, within the room the filling part has not used yet: the
 /// upload's reservation (one part beyond those in flight, see
 /// [`crate::memory_budget::part_reservation`]) covers them.
-pub struct DigestPipe {
+pub(crate) struct DigestPipe {
     /// The digests so far, when no batch is being hashed.
     idle: Option<UploadDigests>,
     /// The batch being hashed; it hands the digests back.
@@ -175,7 +175,7 @@ pub struct DigestCut;
 impl DigestPipe {
     /// A pipe for one upload in parts of `part_size`; SHA-256 only when
     /// `sha256`.
-    pub fn new(sha256: bool, part_size: usize) -> Self {
+    pub(crate) fn new(sha256: bool, part_size: usize) -> Self {
         Self {
             idle: Some(UploadDigests::new(sha256)),
             hashing: None,
@@ -187,7 +187,7 @@ impl DigestPipe {
     }
 
     /// Adds the next bytes of the object.
-    pub async fn update(&mut self, chunk: bytes::Bytes) -> Result<(), DigestCut> {
+    pub(crate) async fn update(&mut self, chunk: bytes::Bytes) -> Result<(), DigestCut> {
         if !self.sha256 {
             if let Some(digests) = &mut self.idle {
                 digests.update(&chunk);
@@ -211,7 +211,7 @@ impl DigestPipe {
     }
 
     /// The digests of the whole object.
-    pub async fn finish(mut self) -> Result<ContentDigests, DigestCut> {
+    pub(crate) async fn finish(mut self) -> Result<ContentDigests, DigestCut> {
         let mut digests = self.settled().await?;
         for chunk in &self.batch {
             digests.update(chunk);
@@ -237,7 +237,7 @@ impl DigestPipe {
 
 /// What an upload committed: its size and digests (lowercase hex).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ContentDigests {
+pub(crate) struct ContentDigests {
     /// SHA-256, 64 hex digits; `None` when `storage.upload_sha256` is off.
     pub sha256: Option<String>,
     /// CRC-32, 8 hex digits.
@@ -248,7 +248,7 @@ pub struct ContentDigests {
 
 impl ContentDigests {
     /// Adds the digests to an object's attributes as user metadata.
-    pub fn add_to(&self, attributes: &mut Attributes) {
+    pub(crate) fn add_to(&self, attributes: &mut Attributes) {
         if let Some(sha256) = &self.sha256 {
             attributes.insert(
                 Attribute::Metadata(SHA256_KEY.into()),
@@ -265,7 +265,7 @@ impl ContentDigests {
 /// The value stored for `algorithm` in an object's attributes, if any and
 /// well-formed (a value another tool wrote under the same name is only
 /// trusted when it looks like a digest of the right length).
-pub fn stored(attributes: &Attributes, algorithm: Algorithm) -> Option<String> {
+pub(crate) fn stored(attributes: &Attributes, algorithm: Algorithm) -> Option<String> {
     let key = algorithm.stored_key()?;
     let value: &AttributeValue = attributes.get(&Attribute::Metadata(key.into()))?;
     let value = value.as_ref().trim().to_ascii_lowercase();
@@ -300,13 +300,12 @@ impl ContentTypes {
 
 /// Why a digest could not be computed on demand.
 #[derive(Debug, thiserror::Error)]
-pub enum DigestError {
+pub(crate) enum DigestError {
     /// The object is larger than the on-demand limit.
     #[error("object of {size} bytes is larger than the {limit}-byte limit for computing a checksum on demand")]
     TooLarge {
         /// The object's size.
         size: u64,
-        /// The limit.
         limit: u64,
     },
     /// Reading the object failed.
@@ -316,7 +315,7 @@ pub enum DigestError {
 
 /// Computes `algorithm` over an object's bytes as they stream in (constant
 /// memory).
-pub async fn compute(
+pub(crate) async fn compute(
     algorithm: Algorithm,
     mut body: BoxStream<'static, object_store::Result<Bytes>>,
 ) -> Result<String, DigestError> {

@@ -48,33 +48,34 @@
 //! [`run`] in-process with listeners bound to port 0.
 
 #![deny(missing_docs)]
+#![warn(unreachable_pub)]
 
-pub mod auth;
-pub mod backend;
-pub mod cloud_attributes;
+mod auth;
+mod backend;
+mod cloud_attributes;
 pub mod config;
 pub mod descriptor_limit;
 mod errors;
-pub mod events;
-pub mod extension_commands;
-pub mod http;
-pub mod instrumented;
-pub mod integrity;
-pub mod local_attributes;
+mod events;
+mod extension_commands;
+mod http;
+mod instrumented;
+mod integrity;
+mod local_attributes;
 mod logging;
-pub mod memory_budget;
-pub mod metrics;
-pub mod passwords;
+mod memory_budget;
+mod metrics;
+mod passwords;
 pub mod paths;
-pub mod permissions;
-pub mod proxy_protocol;
-pub mod server;
-pub mod storage_check;
-pub mod store_url;
-pub mod tls;
-pub mod transfers;
+mod permissions;
+mod proxy_protocol;
+mod server;
+mod storage_check;
+mod store_url;
+mod tls;
+mod transfers;
 
-use auth::{Accounts, Lockout, Login};
+use auth::{Lockout, Login};
 use backend::download::DownloadSettings;
 use backend::upload::UploadSettings;
 use backend::Account;
@@ -83,13 +84,20 @@ use config::Config;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use store_url::{open_store, OpenedStore, StoreUrlError};
+use store_url::{open_store, StoreUrlError};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+pub use auth::Accounts;
+pub use cloud_attributes::Precondition;
 pub use errors::error_chain;
+pub use http::{healthcheck, HEALTHCHECK_TIMEOUT};
 pub use logging::init_logging;
+pub use metrics::LIBUNFTP_NAMES;
+pub use passwords::hash_password;
+pub use store_url::OpenedStore;
+pub use transfers::Transfers;
 
 /// Why the gateway could not start.
 #[derive(Debug, Error)]

@@ -53,7 +53,7 @@ const PASS_DIRECTIVE: &str = "libunftp::server::controlchan::commands::pass=erro
 /// request reaches the log once, from whoever gave up (the audit line, the
 /// start-up error), so its own lines start at warn unless the operator's
 /// filter names `object_store`.
-pub fn log_directive(level: &str) -> String {
+pub(crate) fn log_directive(level: &str) -> String {
     let mut directive = level.to_string();
     if !level.contains("libunftp") {
         directive.push_str(",libunftp=warn,");

@@ -137,7 +137,7 @@ fn real_main() -> anyhow::Result<()> {
             anyhow::ensure!(!password.is_empty(), "empty password");
             println!(
                 "{}",
-                bucketftp::passwords::hash_password(&password)
+                bucketftp::hash_password(&password)
                     .map_err(|e| anyhow::anyhow!("{e}"))?
             );
             Ok(())
@@ -160,9 +160,9 @@ fn real_main() -> anyhow::Result<()> {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(bucketftp::http::healthcheck(
+            runtime.block_on(bucketftp::healthcheck(
                 listen,
-                bucketftp::http::HEALTHCHECK_TIMEOUT,
+                bucketftp::HEALTHCHECK_TIMEOUT,
             ))?;
             println!("ready");
             Ok(())
@@ -203,7 +203,7 @@ fn load(args: &ServeArgs, env: &BTreeMap<String, String>) -> anyhow::Result<conf
 }
 
 fn full_access_user(name: &str, password: &str) -> anyhow::Result<UserConfig> {
-    let hash = bucketftp::passwords::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let hash = bucketftp::hash_password(password).map_err(|e| anyhow::anyhow!("{e}"))?;
     UserConfig::full_access(name, hash).with_context(|| format!("--user {name}"))
 }
 
@@ -273,7 +273,7 @@ fn serve(args: ServeArgs, env: BTreeMap<String, String>) -> anyhow::Result<()> {
         if let Some(http) = &http {
             println!("metrics and health on http://{}/metrics", http.local_addr()?);
         }
-        let transfers = bucketftp::transfers::Transfers::new(config.server.max_uploads);
+        let transfers = bucketftp::Transfers::new(config.server.max_uploads);
         bucketftp::serve_checked(
             config,
             accounts,

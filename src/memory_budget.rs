@@ -32,38 +32,38 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// The unit the semaphore counts in. Reservations are rounded up to it, so
 /// accounting errs on the side of less memory; 256 KiB keeps permit counts
 /// well within `u32` for any budget below a terabyte.
-pub const GRANULE: usize = 256 * 1024;
+pub(crate) const GRANULE: usize = 256 * 1024;
 
 /// The budget when no container memory limit is visible: enough for 128
 /// parts of the default 8 MiB.
-pub const DEFAULT_BUDGET: u64 = 1 << 30;
+pub(crate) const DEFAULT_BUDGET: u64 = 1 << 30;
 
 /// The share of a container's memory limit given to transfer buffers when
 /// `storage.memory_budget` is not set: half, leaving the other half to the
 /// process, its sessions, socket buffers and the allocator's slack.
-pub const CGROUP_SHARE_DIVISOR: u64 = 2;
+pub(crate) const CGROUP_SHARE_DIVISOR: u64 = 2;
 
 /// The fixed buffers of one transfer's data path besides its parts: an
 /// upload's socket read chunks, a download's copy buffer to the data
 /// connection, a local file's read block. Paid for with the base
 /// reservation.
-pub const DATA_PATH_BYTES: usize = 1 << 20;
+pub(crate) const DATA_PATH_BYTES: usize = 1 << 20;
 
 /// A transfer's base reservation when it moves whole parts (uploads, cloud
 /// downloads with ranges): one part plus [`DATA_PATH_BYTES`]. The budget
 /// must hold at least this much.
-pub fn part_reservation(part_size: usize) -> usize {
+pub(crate) fn part_reservation(part_size: usize) -> usize {
     part_size.saturating_add(DATA_PATH_BYTES)
 }
 
 /// A streamed download's base reservation (a local file read in 1 MiB
 /// blocks, or one plain GET whose body arrives in small frames): its read
 /// block and the copy buffer.
-pub const STREAM_RESERVATION: usize = 2 * DATA_PATH_BYTES;
+pub(crate) const STREAM_RESERVATION: usize = 2 * DATA_PATH_BYTES;
 
 /// Why a transfer did not get its buffers.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum BudgetError {
+pub(crate) enum BudgetError {
     /// The budget stayed in use by other transfers for the whole wait.
     #[error("no transfer buffer free within {0:?} (memory budget in use), try again later")]
     Exhausted(Duration),
@@ -74,7 +74,7 @@ pub enum BudgetError {
 
 /// Bytes of transfer buffers the process may hold at once.
 #[derive(Debug)]
-pub struct MemoryBudget {
+pub(crate) struct MemoryBudget {
     permits: Arc<Semaphore>,
     granules: usize,
     wait: Duration,
@@ -85,7 +85,7 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget of `bytes` (rounded down to [`GRANULE`]s); a transfer waits
     /// at most `wait` for its base reservation.
-    pub fn new(bytes: u64, wait: Duration) -> Arc<Self> {
+    pub(crate) fn new(bytes: u64, wait: Duration) -> Arc<Self> {
         let granules = usize::try_from(bytes / GRANULE as u64)
             .unwrap_or(usize::MAX)
             .min(Semaphore::MAX_PERMITS);
@@ -99,23 +99,24 @@ impl MemoryBudget {
     }
 
     /// The budget in bytes.
-    pub fn total(&self) -> usize {
+    pub(crate) fn total(&self) -> usize {
         self.granules * GRANULE
     }
 
     /// Bytes reserved now.
-    pub fn in_use(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> usize {
         (self.granules - self.permits.available_permits()) * GRANULE
     }
 
     /// Whether a transfer is waiting for its base reservation.
-    pub fn contended(&self) -> bool {
+    pub(crate) fn contended(&self) -> bool {
         self.waiting.load(Ordering::SeqCst) > 0
     }
 
     /// The base reservation of a new transfer: waits up to the configured
     /// wait (or until `cancelled` resolves), then gives up.
-    pub async fn reserve(
+    pub(crate) async fn reserve(
         &self,
         bytes: usize,
         cancelled: impl std::future::Future<Output = ()>,
@@ -146,7 +147,7 @@ impl MemoryBudget {
 
     /// More buffer for a running transfer, only if it is free now and no
     /// new transfer is waiting for its base reservation.
-    pub fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+    pub(crate) fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
         if self.contended() {
             return None;
         }
@@ -162,7 +163,7 @@ impl MemoryBudget {
 /// The budget used when `storage.memory_budget` is not set: the container's
 /// memory limit divided by [`CGROUP_SHARE_DIVISOR`] when cgroups show one,
 /// else [`DEFAULT_BUDGET`].
-pub fn default_budget() -> u64 {
+pub(crate) fn default_budget() -> u64 {
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     default_from(std::path::Path::new("/sys/fs/cgroup"), &own)
 }
@@ -226,7 +227,7 @@ fn granules_for(bytes: usize) -> usize {
 
 /// Bytes of budget held by one transfer; given back when dropped.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     permit: OwnedSemaphorePermit,
 }
 
@@ -237,12 +238,13 @@ impl Reservation {
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
         self.permit.num_permits() * GRANULE
     }
 
     /// Adds `other`'s bytes to this reservation.
-    pub fn merge(&mut self, mut other: Reservation) {
+    pub(crate) fn merge(&mut self, mut other: Reservation) {
         // Moving every permit leaves `other` empty: its drop then gives
         // back nothing and the in-use gauge stays right.
         let n = other.permit.num_permits();
@@ -253,7 +255,7 @@ impl Reservation {
 
     /// Gives back `bytes` (rounded up to granules) if more than that is
     /// held; returns whether it did.
-    pub fn release(&mut self, bytes: usize) -> bool {
+    pub(crate) fn release(&mut self, bytes: usize) -> bool {
         let n = granules_for(bytes);
         if self.permit.num_permits() <= n {
             return false;
@@ -268,7 +270,7 @@ impl Reservation {
     }
 
     /// Gives back everything above `bytes` (rounded up to granules).
-    pub fn shrink_to(&mut self, bytes: usize) {
+    pub(crate) fn shrink_to(&mut self, bytes: usize) {
         let keep = granules_for(bytes);
         let held = self.permit.num_permits();
         if held > keep {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Which way the bytes flow, for limits and metrics labels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// Client to store (STOR, APPE, STOU).
     Upload,
     /// Store to client (RETR).
@@ -26,7 +26,7 @@ pub enum Direction {
 
 impl Direction {
     /// Bounded label for metrics.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Direction::Upload => "upload",
             Direction::Download => "download",
@@ -91,7 +91,7 @@ lazy!(READY: IntGauge = register_int_gauge!("bucketftp_ready", "1 when the stora
 
 /// Touches every metric so the exposition lists them from the start (a
 /// dashboard should show 0, not "no data").
-pub fn init() {
+pub(crate) fn init() {
     LazyLock::force(&SESSIONS);
     LazyLock::force(&SESSIONS_REJECTED);
     LazyLock::force(&LOGINS);
@@ -125,56 +125,56 @@ pub fn init() {
 }
 
 /// A control connection opened (`+1`) or closed (`-1`).
-pub fn session_delta(delta: i64) {
+pub(crate) fn session_delta(delta: i64) {
     SESSIONS.add(delta);
 }
 
 /// A connection was refused with 421.
-pub fn session_rejected(reason: &'static str) {
+pub(crate) fn session_rejected(reason: &'static str) {
     SESSIONS_REJECTED.with_label_values(&[reason]).inc();
 }
 
 /// A login attempt finished.
-pub fn login(outcome: &'static str) {
+pub(crate) fn login(outcome: &'static str) {
     LOGINS.with_label_values(&[outcome]).inc();
 }
 
 /// A failed login counted towards lockout.
-pub fn login_failure() {
+pub(crate) fn login_failure() {
     LOCKOUT_FAILURES.inc();
 }
 
 /// Bytes arrived on a data connection.
-pub fn bytes_received(n: usize) {
+pub(crate) fn bytes_received(n: usize) {
     BYTES_RECEIVED.inc_by(n as u64);
 }
 
 /// Bytes left on a data connection.
-pub fn bytes_sent(n: usize) {
+pub(crate) fn bytes_sent(n: usize) {
     BYTES_SENT.inc_by(n as u64);
 }
 
 /// A transfer began.
-pub fn transfer_started(direction: Direction) {
+pub(crate) fn transfer_started(direction: Direction) {
     TRANSFERS_ACTIVE
         .with_label_values(&[direction.label()])
         .inc();
 }
 
 /// A transfer ended (either way).
-pub fn transfer_finished(direction: Direction) {
+pub(crate) fn transfer_finished(direction: Direction) {
     TRANSFERS_ACTIVE
         .with_label_values(&[direction.label()])
         .dec();
 }
 
 /// An upload finished: count, duration and size by outcome.
-pub fn upload_finished(ok: bool, took: Duration, bytes: u64) {
+pub(crate) fn upload_finished(ok: bool, took: Duration, bytes: u64) {
     transfer_outcome(Direction::Upload, ok, took, bytes);
 }
 
 /// A transfer's outcome, duration and size.
-pub fn transfer_outcome(direction: Direction, ok: bool, took: Duration, bytes: u64) {
+pub(crate) fn transfer_outcome(direction: Direction, ok: bool, took: Duration, bytes: u64) {
     let labels = [direction.label(), if ok { "success" } else { "failure" }];
     TRANSFERS.with_label_values(&labels).inc();
     TRANSFER_SECONDS_H
@@ -186,17 +186,17 @@ pub fn transfer_outcome(direction: Direction, ok: bool, took: Duration, bytes: u
 }
 
 /// An upload outgrew one part and became a multipart upload.
-pub fn multipart_started() {
+pub(crate) fn multipart_started() {
     MULTIPART.inc();
 }
 
 /// One multipart part was uploaded.
-pub fn part_uploaded() {
+pub(crate) fn part_uploaded() {
     PARTS.inc();
 }
 
 /// One object-store request finished.
-pub fn storage_op(
+pub(crate) fn storage_op(
     backend: &'static str,
     operation: &'static str,
     took: Duration,
@@ -218,47 +218,47 @@ pub fn storage_op(
 }
 
 /// An upload event entered (`+1`) or left (`-1`) the webhook queue.
-pub fn events_queued(delta: i64) {
+pub(crate) fn events_queued(delta: i64) {
     EVENTS_QUEUED.add(delta);
 }
 
 /// The webhook accepted an event.
-pub fn event_delivered() {
+pub(crate) fn event_delivered() {
     EVENTS_DELIVERED.inc();
 }
 
 /// A webhook delivery attempt failed (it will be retried).
-pub fn event_attempt_failed() {
+pub(crate) fn event_attempt_failed() {
     EVENTS_FAILED.inc();
 }
 
 /// An event will never be delivered.
-pub fn event_dropped(reason: &'static str) {
+pub(crate) fn event_dropped(reason: &'static str) {
     EVENTS_DROPPED.with_label_values(&[reason]).inc();
 }
 
 /// The memory budget's size.
-pub fn memory_budget_configured(bytes: usize) {
+pub(crate) fn memory_budget_configured(bytes: usize) {
     BUDGET_TOTAL.set(i64::try_from(bytes).unwrap_or(i64::MAX));
 }
 
 /// Bytes reserved from the memory budget (`+`) or given back (`-`).
-pub fn memory_budget_in_use(delta: i64) {
+pub(crate) fn memory_budget_in_use(delta: i64) {
     BUDGET_IN_USE.add(delta);
 }
 
 /// A transfer had to wait for its buffers.
-pub fn memory_budget_waited() {
+pub(crate) fn memory_budget_waited() {
     BUDGET_WAITS.inc();
 }
 
 /// A transfer was refused: no buffer within the wait.
-pub fn memory_budget_refused() {
+pub(crate) fn memory_budget_refused() {
     BUDGET_REFUSALS.inc();
 }
 
 /// Readiness as a gauge, for alerting.
-pub fn set_ready(ready: bool) {
+pub(crate) fn set_ready(ready: bool) {
     READY.set(i64::from(ready));
 }
 
@@ -309,7 +309,7 @@ fn exposed(mut families: Vec<MetricFamily>) -> Vec<MetricFamily> {
 
 /// The whole default registry in Prometheus text format, libunftp's
 /// families under the names of [`LIBUNFTP_NAMES`].
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     use prometheus::Encoder;
     let mut out = Vec::new();
     let encoder = prometheus::TextEncoder::new();

@@ -7,7 +7,7 @@ use thiserror::Error;
 
 /// Why a configured password hash was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
-pub enum HashError {
+pub(crate) enum HashError {
     /// The value is not a PHC string: most likely a plaintext password.
     #[error("password must be a hash, not plaintext: create one with `bucketftp hash-password`")]
     NotAHash,
@@ -17,7 +17,7 @@ pub enum HashError {
 }
 
 /// Checks that `hash` is a PHC string we can verify.
-pub fn validate_hash(hash: &str) -> Result<(), HashError> {
+pub(crate) fn validate_hash(hash: &str) -> Result<(), HashError> {
     let parsed = PasswordHash::new(hash).map_err(|_| HashError::NotAHash)?;
     match parsed.algorithm.as_str() {
         "argon2id" | "argon2i" | "argon2d" | "pbkdf2-sha256" | "pbkdf2-sha512" => Ok(()),

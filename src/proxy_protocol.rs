@@ -36,7 +36,7 @@ const V2_MAX_BODY: usize = 1024;
 
 /// Why a connection's PROXY header was refused.
 #[derive(Debug, thiserror::Error)]
-pub enum ProxyHeaderError {
+pub(crate) enum ProxyHeaderError {
     /// The header did not complete in time.
     #[error("no complete PROXY header within {0:?}")]
     Timeout(Duration),
@@ -53,7 +53,7 @@ pub enum ProxyHeaderError {
 
 /// What a header says about the connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxiedAddress {
+pub(crate) enum ProxiedAddress {
     /// The client's address (and the address it connected to).
     Client {
         /// The client, as the balancer saw it.
@@ -68,7 +68,7 @@ pub enum ProxiedAddress {
 
 /// Reads one PROXY header (v1 or v2) from the start of `stream`, within
 /// `deadline`, leaving every byte after it unread.
-pub async fn read_header<R: AsyncRead + Unpin>(
+pub(crate) async fn read_header<R: AsyncRead + Unpin>(
     stream: &mut R,
     deadline: Duration,
 ) -> Result<ProxiedAddress, ProxyHeaderError> {

@@ -41,7 +41,7 @@ use tokio::task::JoinSet;
 
 /// Why a session could not be served.
 #[derive(Debug, thiserror::Error)]
-pub enum SessionError {
+pub(crate) enum SessionError {
     /// libunftp refused the server options.
     #[error("cannot configure ftp session")]
     Build(#[source] libunftp::ServerError),
@@ -52,7 +52,7 @@ pub enum SessionError {
 
 /// Everything a session needs, shared by all sessions.
 #[derive(Debug)]
-pub struct FtpService {
+pub(crate) struct FtpService {
     config: Arc<Config>,
     accounts: Arc<Accounts>,
     settings: Arc<BackendSettings>,
@@ -67,7 +67,7 @@ pub struct FtpService {
 
 impl FtpService {
     /// Prepares the service; nothing is bound or spawned yet.
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         accounts: Arc<Accounts>,
         settings: Arc<BackendSettings>,
@@ -102,7 +102,7 @@ impl FtpService {
     /// transfers (up to the configured grace period). Sessions still open
     /// after that are closed when the returned future's caller exits. Both
     /// listeners share the session limits, metrics and shutdown.
-    pub async fn serve(
+    pub(crate) async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
         implicit: Option<TcpListener>,

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Files are looked at no more often than this.
-pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const RELOAD_CHECK: Duration = Duration::from_secs(1);
 
 /// TLS sessions remembered for session-ID resumption (data connections
 /// resume the control connection's session).
@@ -33,13 +33,11 @@ const SESSION_CACHE: usize = 1024;
 
 /// Why a certificate and key could not become a TLS configuration.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     /// A file could not be read.
     #[error("cannot read {path}")]
     Read {
-        /// The file.
         path: PathBuf,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
@@ -49,7 +47,6 @@ pub enum TlsError {
     /// The key file holds no usable PEM private key.
     #[error("no PEM private key in {path}")]
     Key {
-        /// The file.
         path: PathBuf,
         /// What the PEM parser said.
         #[source]
@@ -73,7 +70,7 @@ struct State {
 
 /// The current TLS configuration and where it comes from.
 #[derive(Debug)]
-pub struct TlsCertificates {
+pub(crate) struct TlsCertificates {
     cert: PathBuf,
     key: PathBuf,
     state: Mutex<State>,
@@ -82,7 +79,7 @@ pub struct TlsCertificates {
 impl TlsCertificates {
     /// Loads the pair now; a failure is logged and leaves no configuration
     /// (readiness fails until valid files appear).
-    pub fn new(cert: PathBuf, key: PathBuf) -> Arc<Self> {
+    pub(crate) fn new(cert: PathBuf, key: PathBuf) -> Arc<Self> {
         let this = Arc::new(Self {
             cert,
             key,
@@ -98,7 +95,7 @@ impl TlsCertificates {
 
     /// The configuration to hand a new session, reloaded first if the files
     /// changed; `None` while no valid pair was ever loaded.
-    pub fn current(&self) -> Option<Arc<ServerConfig>> {
+    pub(crate) fn current(&self) -> Option<Arc<ServerConfig>> {
         // A poisoned lock means a panic while swapping an `Option`; the
         // state is still consistent.
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
@@ -145,7 +142,7 @@ impl TlsCertificates {
 }
 
 /// Parses a PEM certificate chain and private key into a server config.
-pub fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
+pub(crate) fn load(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, TlsError> {
     let read = |path: &Path| {
         std::fs::read(path).map_err(|source| TlsError::Read {
             path: path.to_path_buf(),

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 /// Why a transfer was not started.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TransferRefused {
+pub(crate) enum TransferRefused {
     /// The server is shutting down and takes no new transfers.
     #[error("server is shutting down")]
     ShuttingDown,
@@ -47,7 +47,7 @@ impl Transfers {
     }
 
     /// Registers a transfer; refused while shutting down or over the limit.
-    pub fn begin(self: &Arc<Self>, direction: Direction) -> Result<TransferGuard, TransferRefused> {
+    pub(crate) fn begin(self: &Arc<Self>, direction: Direction) -> Result<TransferGuard, TransferRefused> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(TransferRefused::ShuttingDown);
         }
@@ -77,7 +77,7 @@ impl Transfers {
     /// Stops new transfers, waits up to `grace` for running ones, then
     /// cancels the rest and waits (bounded) for them to clean up.
     /// Returns how many transfers had to be cancelled.
-    pub async fn drain(&self, grace: Duration) -> usize {
+    pub(crate) async fn drain(&self, grace: Duration) -> usize {
         self.closing.store(true, Ordering::SeqCst);
         let mut rx = self.active.subscribe();
         if tokio::time::timeout(grace, rx.wait_for(|n| *n == 0))
@@ -99,7 +99,7 @@ impl Transfers {
     }
 
     /// Whether shutdown has begun.
-    pub fn closing(&self) -> bool {
+    pub(crate) fn closing(&self) -> bool {
         self.closing.load(Ordering::SeqCst)
     }
 }
@@ -121,7 +121,7 @@ const CLEANUP_BUDGET: Duration = Duration::from_secs(10);
 
 /// Held by a running transfer; dropping it unregisters the transfer.
 #[derive(Debug)]
-pub struct TransferGuard {
+pub(crate) struct TransferGuard {
     transfers: Arc<Transfers>,
     direction: Direction,
     _permit: Option<OwnedSemaphorePermit>,
@@ -129,24 +129,19 @@ pub struct TransferGuard {
 
 impl TransferGuard {
     /// Resolves when shutdown cuts this transfer.
-    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+    pub(crate) fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
         self.transfers.cancel.cancelled()
     }
 
     /// Whether shutdown has cut this transfer.
-    pub fn is_cancelled(&self) -> bool {
+    pub(crate) fn is_cancelled(&self) -> bool {
         self.transfers.cancel.is_cancelled()
     }
 
     /// The signal itself, for a reader that outlives this borrow and
     /// polls it rather than selecting on it (an upload's input).
-    pub fn shutdown_signal(&self) -> CancellationToken {
+    pub(crate) fn shutdown_signal(&self) -> CancellationToken {
         self.transfers.cancel.clone()
-    }
-
-    /// The transfer's direction.
-    pub fn direction(&self) -> Direction {
-        self.direction
     }
 }
 
@@ -165,7 +160,7 @@ impl Drop for TransferGuard {
 /// builds that back-end with this context, so audit records carry the session
 /// and an upload can ask whether its client is still there.
 #[derive(Debug)]
-pub struct SessionContext {
+pub(crate) struct SessionContext {
     /// Process-unique session number, for logs.
     pub id: u64,
     /// The client's address.
@@ -191,7 +186,7 @@ static NEXT_SESSION: AtomicU64 = AtomicU64::new(1);
 
 impl SessionContext {
     /// Context for a new session on `control`.
-    pub fn new(peer: SocketAddr, control: Option<Weak<TcpStream>>) -> Self {
+    pub(crate) fn new(peer: SocketAddr, control: Option<Weak<TcpStream>>) -> Self {
         Self {
             id: NEXT_SESSION.fetch_add(1, Ordering::Relaxed),
             peer,
@@ -212,7 +207,7 @@ impl SessionContext {
     /// the loop reads end-of-stream and exits. Best effort: the socket is
     /// non-blocking and a full send buffer drops the farewell. A session
     /// that has already ended is left alone.
-    pub fn hang_up(&self, farewell: &[u8]) {
+    pub(crate) fn hang_up(&self, farewell: &[u8]) {
         if let Some(socket) = self.control() {
             use rustix::net::{send, shutdown, SendFlags, Shutdown};
             if !farewell.is_empty() {
@@ -227,19 +222,20 @@ impl SessionContext {
     }
 
     /// Records that the session's user logged in.
-    pub fn mark_logged_in(&self) {
+    pub(crate) fn mark_logged_in(&self) {
         self.logged_in.send_replace(true);
     }
 
     /// Resolves once the session's user has logged in.
-    pub async fn logged_in(&self) {
+    pub(crate) async fn logged_in(&self) {
         // The sender lives in `self`, so the channel cannot close while
         // this borrow waits.
         let _ = self.logged_in.subscribe().wait_for(|in_| *in_).await;
     }
 
     /// A context with no control socket, for unit tests of the back-end.
-    pub fn detached() -> Self {
+    #[cfg(test)]
+    pub(crate) fn detached() -> Self {
         Self::new(SocketAddr::from(([127, 0, 0, 1], 0)), None)
     }
 
@@ -264,7 +260,7 @@ impl SessionContext {
     /// between the end of the data and this check, is not seen: the upload
     /// completed before its ABOR was processed (RFC 959's 226 case). Over
     /// FTPS the bytes are encrypted, and only the engine sees an ABOR.
-    pub fn abort_pending(&self) -> bool {
+    pub(crate) fn abort_pending(&self) -> bool {
         let Some(socket) = self.control() else {
             return false;
         };
@@ -285,7 +281,7 @@ impl SessionContext {
     /// RFC 959 has clients send the Telnet Synch (urgent data) with ABOR, as
     /// `ftplib.abort()` and lftp do. Transfers take it when they end, so an
     /// ABOR for one transfer does not abort the next upload.
-    pub fn take_urgent(&self) -> bool {
+    pub(crate) fn take_urgent(&self) -> bool {
         let Some(socket) = self.control() else {
             return false;
         };
@@ -306,7 +302,7 @@ impl SessionContext {
     ///
     /// `peek` never waits (`MSG_DONTWAIT`): no data → `WouldBlock` → alive;
     /// end of stream → `Ok(0)` → gone.
-    pub fn control_alive(&self) -> bool {
+    pub(crate) fn control_alive(&self) -> bool {
         let Some(control) = &self.control else {
             return true;
         };

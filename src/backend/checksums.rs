@@ -22,7 +22,7 @@ use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, 
 /// 8 s of MD5 on one core, longer from a cloud). Larger objects without a
 /// stored value are refused with 550 rather than tie up a core and the
 /// store for minutes per request.
-pub const ON_DEMAND_LIMIT: u64 = 4 << 30;
+pub(super) const ON_DEMAND_LIMIT: u64 = 4 << 30;
 
 /// The `algorithm` digest (lowercase hex) of the object at `key`, and the
 /// object's size; `begin` registers the download when the object must be

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 /// An upload's data stream that, unless close_notify is required, reads a
 /// TLS connection closed without close_notify as the end of the data.
-pub struct UploadEnd<R> {
+pub(crate) struct UploadEnd<R> {
     inner: R,
     require_close_notify: bool,
     /// Set once an end without close_notify was accepted (logged once).
@@ -28,7 +28,7 @@ pub struct UploadEnd<R> {
 impl<R> UploadEnd<R> {
     /// Wraps an upload's data stream; `require_close_notify` is
     /// `tls.require_close_notify`.
-    pub fn new(inner: R, require_close_notify: bool) -> Self {
+    pub(crate) fn new(inner: R, require_close_notify: bool) -> Self {
         Self {
             inner,
             require_close_notify,

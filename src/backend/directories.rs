@@ -70,8 +70,7 @@ pub(crate) struct Directories {
 
 /// File or directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EntryKind {
-    /// An object.
+pub(crate) enum EntryKind {
     File,
     /// A prefix, a marker, or a real directory on `file://`.
     Directory,
@@ -79,7 +78,7 @@ pub enum EntryKind {
 
 /// One line of a listing.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The name inside its directory.
     pub name: String,
     /// File or directory.
@@ -98,7 +97,7 @@ pub struct Entry {
 /// Clients that parse `LIST` (wget, ftputil) need a real date on every line;
 /// a fixed, obviously synthetic one never changes between listings, so a
 /// mirror does not see a directory as modified on every run.
-pub fn undated_directory() -> SystemTime {
+pub(super) fn undated_directory() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(946_684_800)
 }
 

@@ -17,10 +17,10 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::{ReaderStream, StreamReader};
 
 /// The reader libunftp copies to the data connection.
-pub type DownloadReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
+pub(crate) type DownloadReader = Box<dyn AsyncRead + Send + Sync + Unpin>;
 
 /// Opens `key` at `offset` (a ranged GET when non-zero) as a byte stream.
-pub async fn open_range(
+pub(crate) async fn open_range(
     store: &Arc<dyn ObjectStore>,
     key: &ObjectPath,
     offset: u64,
@@ -57,7 +57,7 @@ pub async fn open_range(
 
 /// How a cloud download reads ahead.
 #[derive(Debug, Clone)]
-pub struct DownloadSettings {
+pub(crate) struct DownloadSettings {
     /// Bytes per ranged GET (`storage.part_size`, the upload part size
     /// too); each is streamed, not held whole ([`READ_AHEAD`]).
     pub chunk: u64,
@@ -81,7 +81,7 @@ pub struct DownloadSettings {
 /// of the budget. Every later range is read with `If-Match` on that ETag,
 /// so an object replaced mid-download fails the transfer instead of mixing
 /// versions.
-pub async fn open_parallel(
+pub(crate) async fn open_parallel(
     store: &Arc<dyn ObjectStore>,
     key: &ObjectPath,
     offset: u64,
@@ -150,7 +150,7 @@ pub async fn open_parallel(
 }
 
 /// Keeps `memory` reserved for as long as `stream` lives.
-pub fn hold(
+pub(crate) fn hold(
     stream: BoxStream<'static, object_store::Result<Bytes>>,
     memory: Reservation,
 ) -> BoxStream<'static, object_store::Result<Bytes>> {
@@ -464,7 +464,7 @@ fn local_error(path: &std::path::Path, e: std::io::Error) -> object_store::Error
 ///
 /// `on_finish(bytes, completed)` runs once when libunftp drops the reader:
 /// `completed` is true only if the whole object was read without error.
-pub fn reader(
+pub(crate) fn reader(
     stream: BoxStream<'static, object_store::Result<Bytes>>,
     guard: TransferGuard,
     on_finish: impl FnOnce(u64, bool) + Send + 'static,

@@ -196,7 +196,7 @@ pub(crate) fn not_found(what: &str) -> StorageError {
 /// What LIST, MLSD and MLST show for a file or directory, whichever engine
 /// stores it.
 #[derive(Debug, Clone)]
-pub struct ObjectMetadata {
+pub(crate) struct ObjectMetadata {
     pub(super) len: u64,
     pub(super) modified: Option<SystemTime>,
     pub(super) dir: bool,

@@ -21,11 +21,11 @@ use std::path::Path;
 
 /// Longest name on `file://`: 255 bytes (ext4, xfs, btrfs) minus room for
 /// the `#N` suffix of object_store's staging file while it is written.
-pub const MAX_LOCAL_NAME: usize = 250;
+pub(crate) const MAX_LOCAL_NAME: usize = 250;
 
 /// Why a key cannot be used on a local store.
 #[derive(Debug, thiserror::Error)]
-pub enum LocalPathError {
+pub(crate) enum LocalPathError {
     /// The name ends in `#` and digits, the pattern object_store reserves
     /// for its staging files (it would never list such a file).
     #[error(
@@ -48,7 +48,7 @@ pub enum LocalPathError {
 
 /// Checks `key` against the rules above for the store rooted at `root`
 /// (canonical, as `store_url` opens it).
-pub async fn check(
+pub(crate) async fn check(
     root: &Path,
     fs: &LocalFileSystem,
     key: &ObjectPath,

@@ -33,26 +33,26 @@
 mod account;
 mod audit;
 mod checksums;
-pub mod close_notify;
+pub(crate) mod close_notify;
 mod commit_rule;
 mod directories;
-pub mod download;
+pub(crate) mod download;
 mod engine;
 mod guards;
-pub mod local_paths;
-pub mod modified_time;
+pub(crate) mod local_paths;
+pub(crate) mod modified_time;
 mod name_pattern;
 mod object_engine;
-pub mod reply_codes;
-pub mod sbe_gcs;
+pub(crate) mod reply_codes;
+pub(crate) mod sbe_gcs;
 mod settings;
-pub mod upload;
+pub(crate) mod upload;
 
-pub use account::{Account, SessionUser};
+pub(crate) use account::{Account, SessionUser};
 pub(crate) use engine::Engine;
-pub use engine::ObjectMetadata;
+pub(crate) use engine::ObjectMetadata;
 pub(crate) use object_engine::ObjectEngine;
-pub use settings::BackendSettings;
+pub(crate) use settings::BackendSettings;
 
 use crate::integrity::Algorithm;
 use crate::metrics::Direction;
@@ -78,7 +78,7 @@ const COPY_BUFFER: usize = 1 << 20;
 
 /// The per-session storage back-end handed to libunftp.
 #[derive(Debug, Clone)]
-pub struct ObjectBackend {
+pub(crate) struct ObjectBackend {
     session: Arc<SessionContext>,
     settings: Arc<BackendSettings>,
     transfers: Arc<Transfers>,
@@ -86,7 +86,7 @@ pub struct ObjectBackend {
 
 impl ObjectBackend {
     /// A back-end for one control connection.
-    pub fn new(
+    pub(crate) fn new(
         session: Arc<SessionContext>,
         settings: Arc<BackendSettings>,
         transfers: Arc<Transfers>,
@@ -149,7 +149,7 @@ impl ObjectBackend {
 
     /// The `algorithm` digest (lowercase hex) of the file at `path`, and
     /// its size: `SITE MD5`, `HASH` and the `X*` digest commands.
-    pub async fn checksum(
+    pub(crate) async fn checksum(
         &self,
         user: &SessionUser,
         path: &Path,
@@ -163,7 +163,7 @@ impl ObjectBackend {
 
     /// Sets the modification time of the file at `path` (MFMT; one audit
     /// record).
-    pub async fn set_modified(
+    pub(crate) async fn set_modified(
         &self,
         user: &SessionUser,
         path: &Path,

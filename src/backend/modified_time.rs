@@ -39,10 +39,10 @@ use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind, 
 
 /// The user metadata key rclone (and python-swiftclient) keep a file's
 /// modification time under.
-pub const MTIME_KEY: &str = "mtime";
+pub(crate) const MTIME_KEY: &str = "mtime";
 
 /// gsutil's key on GCS: whole seconds since the epoch.
-pub const GSUTIL_MTIME_KEY: &str = "goog-reserved-file-mtime";
+pub(crate) const GSUTIL_MTIME_KEY: &str = "goog-reserved-file-mtime";
 
 /// S3 copies an object onto itself (its only way to change metadata) up to
 /// this size; CopyObject refuses larger sources.
@@ -128,7 +128,7 @@ fn rfc3339(when: SystemTime, digits: Option<usize>) -> String {
 
 /// The metadata that records `when` on a store of `family` (`s3`, `az`,
 /// `gs`, or anything else for the S3 form).
-pub fn mtime_metadata(family: &str, when: SystemTime) -> Vec<(&'static str, String)> {
+pub(crate) fn mtime_metadata(family: &str, when: SystemTime) -> Vec<(&'static str, String)> {
     match family {
         "az" => vec![(MTIME_KEY, rfc3339(when, Some(9)))],
         "gs" => vec![
@@ -144,7 +144,7 @@ pub fn mtime_metadata(family: &str, when: SystemTime) -> Vec<(&'static str, Stri
 
 /// The client's modification time stored with an object, if any: `mtime`
 /// in either rclone form, else gsutil's whole seconds.
-pub fn stored_mtime(attributes: &Attributes) -> Option<SystemTime> {
+pub(crate) fn stored_mtime(attributes: &Attributes) -> Option<SystemTime> {
     let value = |key: &str| {
         attributes
             .get(&Attribute::Metadata(key.to_string().into()))
@@ -166,7 +166,7 @@ pub fn stored_mtime(attributes: &Attributes) -> Option<SystemTime> {
 }
 
 /// The object's ObjectMeta and attributes in one HEAD.
-pub async fn head(
+pub(crate) async fn head(
     store: &OpenedStore,
     key: &ObjectPath,
 ) -> object_store::Result<(object_store::ObjectMeta, Attributes)> {

@@ -13,7 +13,7 @@ use unftp_core::storage::{Error as StorageError, ErrorKind as StorageErrorKind};
 /// Authentication and authorisation failures are the operator's problem, not
 /// the client's: they answer 550 but are logged at error level as a
 /// configuration problem so they are not mistaken for a missing file.
-pub fn kind_for(err: &object_store::Error) -> StorageErrorKind {
+pub(crate) fn kind_for(err: &object_store::Error) -> StorageErrorKind {
     use object_store::Error as E;
     match err {
         E::NotFound { .. } => StorageErrorKind::PermanentFileNotAvailable,
@@ -68,7 +68,7 @@ const EDQUOT: i32 = 122;
 
 /// Wraps an `object_store` error for libunftp, keeping it as the source so
 /// the log line shows the real cause.
-pub fn storage_error(err: object_store::Error) -> StorageError {
+pub(crate) fn storage_error(err: object_store::Error) -> StorageError {
     let kind = kind_for(&err);
     if matches!(
         err,
@@ -80,14 +80,14 @@ pub fn storage_error(err: object_store::Error) -> StorageError {
 }
 
 /// A path the jail refused becomes 553 "file name not allowed".
-pub fn path_error(err: PathError) -> StorageError {
+pub(crate) fn path_error(err: PathError) -> StorageError {
     StorageError::new(StorageErrorKind::FileNameNotAllowedError, err)
 }
 
 /// A key a `file://` store cannot use: names it cannot hold are 553 (the
 /// client should pick another name, not retry); a path leading outside the
 /// root through a symbolic link is 550, as if nothing were there.
-pub fn local_path_error(err: LocalPathError) -> StorageError {
+pub(crate) fn local_path_error(err: LocalPathError) -> StorageError {
     let kind = match &err {
         LocalPathError::Reserved(_) | LocalPathError::TooLong => {
             StorageErrorKind::FileNameNotAllowedError
@@ -104,7 +104,7 @@ pub fn local_path_error(err: LocalPathError) -> StorageError {
 }
 
 /// The reply code libunftp sends for a storage error kind.
-pub fn reply_code_of(kind: StorageErrorKind) -> u16 {
+pub(crate) fn reply_code_of(kind: StorageErrorKind) -> u16 {
     match kind {
         StorageErrorKind::TransientFileNotAvailable => 450,
         StorageErrorKind::PermanentFileNotAvailable

@@ -32,8 +32,7 @@ use unftp_sbe_gcs::CloudStorage;
 
 /// How to reach a bucket with the crate.
 #[derive(Clone)]
-pub struct SbeGcsConfig {
-    /// The bucket.
+pub(crate) struct SbeGcsConfig {
     pub bucket: String,
     /// The JSON API base URL (`https://www.googleapis.com`, or an emulator).
     pub api_base: String,
@@ -53,22 +52,18 @@ impl std::fmt::Debug for SbeGcsConfig {
 
 /// Why the engine could not be configured.
 #[derive(Debug, thiserror::Error)]
-pub enum SbeGcsError {
+pub(crate) enum SbeGcsError {
     /// The service-account key file could not be read.
     #[error("cannot read google_service_account file {path}")]
     KeyFile {
-        /// The file.
         path: String,
-        /// Why.
         #[source]
         source: std::io::Error,
     },
     /// The key file is not JSON.
     #[error("google_service_account file {path} is not valid JSON")]
     KeyJson {
-        /// The file.
         path: String,
-        /// Why.
         #[source]
         source: serde_json::Error,
     },
@@ -81,7 +76,7 @@ impl SbeGcsConfig {
     /// environment variables do); a key file with `"gcs_base_url"` points
     /// both engines at an emulator, and `"disable_oauth": true` turns
     /// authentication off for it. Without a key: workload identity.
-    pub fn from_options(
+    pub(crate) fn from_options(
         bucket: &str,
         options: &std::collections::BTreeMap<String, String>,
         env: &std::collections::BTreeMap<String, String>,

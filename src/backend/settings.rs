@@ -5,7 +5,7 @@ use super::upload::UploadSettings;
 
 /// Behaviour switches shared by every session.
 #[derive(Debug, Clone)]
-pub struct BackendSettings {
+pub(crate) struct BackendSettings {
     /// How uploads are cut into parts.
     pub upload: UploadSettings,
     /// Most objects a directory rename may touch (each is a copy + delete on

@@ -36,7 +36,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// How uploads are cut into parts.
 #[derive(Debug, Clone)]
-pub struct UploadSettings {
+pub(crate) struct UploadSettings {
     /// Bytes per multipart part (≥ 5 MiB for S3, except the last).
     pub part_size: usize,
     /// Most parts uploaded concurrently while the next one fills; fewer
@@ -74,8 +74,7 @@ impl UploadSettings {
 
 /// Where an upload goes and on whose behalf (for its event).
 #[derive(Debug, Clone)]
-pub struct UploadTarget {
-    /// The store.
+pub(crate) struct UploadTarget {
     pub store: Arc<dyn ObjectStore>,
     /// The object's key.
     pub key: ObjectPath,
@@ -83,16 +82,6 @@ pub struct UploadTarget {
     pub store_url: String,
     /// The login name.
     pub user: String,
-}
-
-/// What a committed upload wrote.
-#[derive(Debug, Clone)]
-pub struct Committed {
-    /// Bytes received from the client (the object also holds the kept head
-    /// of a REST/APPE).
-    pub received: u64,
-    /// Size and digests of the whole object.
-    pub digests: ContentDigests,
 }
 
 /// Size of the allocations data-connection reads go into. A part holds
@@ -316,7 +305,7 @@ impl Drop for PartSink {
 /// (only then) the upload event is queued. `memory` is the upload's base
 /// reservation ([`crate::memory_budget::part_reservation`]), held until it
 /// ends.
-pub async fn upload<R>(
+pub(crate) async fn upload<R>(
     target: UploadTarget,
     existing: Option<BoxStream<'static, object_store::Result<Bytes>>>,
     mut input: R,
@@ -324,7 +313,7 @@ pub async fn upload<R>(
     memory: Reservation,
     session: &SessionContext,
     guard: &TransferGuard,
-) -> Result<Committed, UploadError>
+) -> Result<ContentDigests, UploadError>
 where
     R: AsyncRead + Unpin,
 {
@@ -332,7 +321,7 @@ where
     let events = settings.events.clone();
     let mut digests = DigestPipe::new(settings.sha256, settings.part_size);
     let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings, memory);
-    let result: Result<(u64, ContentDigests), UploadError> = async {
+    let result: Result<ContentDigests, UploadError> = async {
         if let Some(mut head) = existing {
             while let Some(chunk) = head.next().await {
                 let chunk = chunk.map_err(UploadError::Existing)?;
@@ -341,7 +330,6 @@ where
             }
         }
         let mut buf = BytesMut::with_capacity(READ_CHUNK);
-        let mut received: u64 = 0;
         loop {
             let n = input
                 .read_buf(&mut buf)
@@ -350,7 +338,6 @@ where
             if n == 0 {
                 break;
             }
-            received += n as u64;
             if buf.capacity() - buf.len() >= MIN_READ {
                 continue;
             }
@@ -371,12 +358,11 @@ where
                 written = sink.write(chunk) => written.map_err(UploadError::Store)?,
             }
         }
-        let digests = digests.finish().await?;
-        Ok((received, digests))
+        Ok(digests.finish().await?)
     }
     .await;
     match result {
-        Ok((received, digests)) => {
+        Ok(digests) => {
             sink.finish(&digests).await.map_err(UploadError::Store)?;
             if let Some(events) = events {
                 events.object_created(ObjectCreated {
@@ -390,7 +376,7 @@ where
                     command,
                 });
             }
-            Ok(Committed { received, digests })
+            Ok(digests)
         }
         Err(e) => {
             sink.abort().await;
@@ -442,7 +428,7 @@ mod tests {
         let committed = upload(target, None, &data[..], settings, memory, &session, &guard)
             .await
             .unwrap();
-        assert_eq!(committed.received, data.len() as u64);
+        assert_eq!(committed.size, data.len() as u64);
         let stored = store.get(&ObjectPath::from("up.bin")).await.unwrap();
         assert_eq!(stored.bytes().await.unwrap(), data);
         assert_eq!(budget.in_use(), 0, "everything given back");

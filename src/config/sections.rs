@@ -268,7 +268,7 @@ impl StorageConfig {
     }
 
     /// The retry policy of every store this section opens.
-    pub fn retry(&self) -> crate::store_url::Retry {
+    pub(crate) fn retry(&self) -> crate::store_url::Retry {
         crate::store_url::Retry {
             max_retries: self.retry_max,
             timeout: self.retry_timeout,

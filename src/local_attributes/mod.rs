@@ -50,13 +50,13 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tmpfile::{Tmpfile, TmpfileUpload};
-pub use xattrs::CompletionAttributes;
+pub(crate) use xattrs::CompletionAttributes;
 use xattrs::{merged_attributes, put_result, read_xattrs, spawn_blocking, write_xattrs};
 
 /// `LocalFileSystem` with attributes kept as xattrs and uploads linked
 /// into place from anonymous files.
 #[derive(Debug)]
-pub struct XattrStore {
+pub(crate) struct XattrStore {
     inner: Arc<LocalFileSystem>,
     /// Set once the file system refused an xattr (warned about once).
     unsupported: Arc<AtomicBool>,
@@ -66,8 +66,7 @@ pub struct XattrStore {
 }
 
 impl XattrStore {
-    /// Wraps `inner`.
-    pub fn new(inner: Arc<LocalFileSystem>) -> Self {
+    pub(crate) fn new(inner: Arc<LocalFileSystem>) -> Self {
         let store = Self {
             inner,
             unsupported: Arc::new(AtomicBool::new(false)),

@@ -68,7 +68,6 @@ pub(crate) enum TmpfileError {
     /// A missing parent directory could not be created.
     #[error("cannot create directory {dir}")]
     CreateDir {
-        /// The directory.
         dir: PathBuf,
         /// The file system error.
         #[source]
@@ -77,7 +76,6 @@ pub(crate) enum TmpfileError {
     /// Writing the bytes failed (a full disk, an I/O error).
     #[error("cannot write the file for {path}")]
     Write {
-        /// The destination.
         path: PathBuf,
         /// The file system error.
         #[source]
@@ -86,7 +84,6 @@ pub(crate) enum TmpfileError {
     /// `fstat` on the written file failed.
     #[error("cannot read the metadata of the file for {path}")]
     Metadata {
-        /// The destination.
         path: PathBuf,
         /// The file system error.
         #[source]
@@ -95,7 +92,6 @@ pub(crate) enum TmpfileError {
     /// `PutMode::Create` and the name is taken.
     #[error("{path} already exists")]
     AlreadyExists {
-        /// The destination.
         path: PathBuf,
         /// `EEXIST` from `linkat`.
         #[source]
@@ -104,7 +100,6 @@ pub(crate) enum TmpfileError {
     /// Giving the file its name failed.
     #[error("cannot make the file visible as {path}")]
     Link {
-        /// The destination.
         path: PathBuf,
         /// The file system error.
         #[source]

@@ -20,16 +20,16 @@ const MAX_VALUE: usize = 1024;
 /// before `complete()`. A store that cannot set attributes after the fact
 /// ignores it.
 #[derive(Debug, Clone, Default)]
-pub struct CompletionAttributes(Arc<OnceLock<Attributes>>);
+pub(crate) struct CompletionAttributes(Arc<OnceLock<Attributes>>);
 
 impl CompletionAttributes {
     /// Sets the attributes (once; later calls are ignored).
-    pub fn set(&self, attributes: Attributes) {
+    pub(crate) fn set(&self, attributes: Attributes) {
         let _ = self.0.set(attributes);
     }
 
     /// The attributes, once set.
-    pub fn get(&self) -> Option<&Attributes> {
+    pub(crate) fn get(&self) -> Option<&Attributes> {
         self.0.get()
     }
 }

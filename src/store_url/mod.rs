@@ -51,7 +51,6 @@ pub enum StoreUrlError {
     /// The local root directory could not be created or opened.
     #[error("cannot use local directory {dir}")]
     LocalDir {
-        /// The directory.
         dir: PathBuf,
         /// The file system error.
         #[source]
@@ -72,7 +71,7 @@ pub enum StoreUrlError {
 /// file system (they exist on their own) than on object stores (they are
 /// prefixes or marker objects), so the back-end needs to know.
 #[derive(Debug, Clone)]
-pub enum StoreKind {
+pub(crate) enum StoreKind {
     /// `memory://`: per-process, for tests and trials.
     Memory,
     /// `file://`: a directory on a local (or mounted) file system.
@@ -89,17 +88,6 @@ pub enum StoreKind {
     },
 }
 
-impl StoreKind {
-    /// A short bounded label for metrics and logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            StoreKind::Memory => "memory",
-            StoreKind::Local { .. } => "file",
-            StoreKind::Cloud { scheme } => scheme,
-        }
-    }
-}
-
 /// A store ready for use: the client, the key prefix from the URL, and what
 /// kind of store it is.
 #[derive(Debug, Clone)]
@@ -109,13 +97,13 @@ pub struct OpenedStore {
     /// Every key the gateway writes starts with this (from the URL's path).
     pub base: ObjectPath,
     /// File system or object store.
-    pub kind: StoreKind,
+    pub(crate) kind: StoreKind,
     /// The URL, with any credentials removed, for logs.
-    pub display_url: String,
+    pub(crate) display_url: String,
     /// The endpoint a cloud store talks to (for start-up messages).
-    pub endpoint: Option<String>,
+    pub(crate) endpoint: Option<String>,
     /// The bucket or container of a cloud store (for start-up messages).
-    pub bucket: Option<String>,
+    pub(crate) bucket: Option<String>,
     /// Writes metadata onto committed objects (clouds only; `MFMT`).
     pub metadata_writer: Option<Arc<MetadataWriter>>,
 }
@@ -133,7 +121,7 @@ fn instrumented(store: Arc<dyn ObjectStore>, backend: &'static str) -> Arc<dyn O
 
 /// Opens the store a URL names. `env` is the process environment (passed in
 /// so tests can control it).
-pub fn open_store(
+pub(crate) fn open_store(
     url: &Url,
     options: &BTreeMap<String, String>,
     env: &BTreeMap<String, String>,
@@ -241,7 +229,7 @@ pub fn open_store(
 /// wait for a reply. Set by `storage.retry_max` and `storage.retry_timeout`
 /// ([`crate::config::StorageConfig::retry`], where the defaults are).
 #[derive(Debug, Clone)]
-pub struct Retry {
+pub(crate) struct Retry {
     /// Most retries of one request.
     pub max_retries: usize,
     /// Give up retrying once this much time has passed since the first try.
@@ -431,7 +419,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s3.base.as_ref(), "some/prefix");
-        assert_eq!(s3.kind.label(), "s3");
+        assert!(matches!(s3.kind, StoreKind::Cloud { scheme: "s3" }));
         let az = open(
             "az://container/p",
             &[("azure_storage_use_emulator", "true")],

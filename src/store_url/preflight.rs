@@ -29,7 +29,6 @@ pub enum PreflightError {
         "endpoint {endpoint} is plain http: add the storage option {option}=true, or use https"
     )]
     PlainHttp {
-        /// The endpoint.
         endpoint: String,
         /// The option that allows it (`aws_allow_http`, …).
         option: &'static str,

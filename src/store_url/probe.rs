@@ -12,7 +12,7 @@ pub(crate) const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a probe failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum ProbeFailure {
+pub(crate) enum ProbeFailure {
     /// The store did not answer in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
@@ -31,12 +31,12 @@ pub enum ProbeFailure {
 
 /// One cheap request that proves the bucket exists and takes our
 /// credentials: a listing of a prefix that holds nothing.
-pub async fn probe(store: &OpenedStore) -> Result<(), String> {
+pub(crate) async fn probe(store: &OpenedStore) -> Result<(), String> {
     probe_store(store).await.map_err(|e| e.to_string())
 }
 
 /// [`probe`], with the kind of failure kept for the start-up message.
-pub async fn probe_store(store: &OpenedStore) -> Result<(), ProbeFailure> {
+pub(crate) async fn probe_store(store: &OpenedStore) -> Result<(), ProbeFailure> {
     if let StoreKind::Local { fs, .. } = &store.kind {
         let root = fs
             .path_to_filesystem(&ObjectPath::from("probe"))
@@ -75,7 +75,7 @@ pub async fn probe_store(store: &OpenedStore) -> Result<(), ProbeFailure> {
 /// One line an operator can act on, from a storage error chain whose HTTP
 /// bodies (S3's and Azure's XML) span lines and repeat at every level:
 /// `NoSuchBucket: The specified bucket does not exist (HTTP 404 Not Found)`.
-pub fn concise_reason(chain: &str) -> String {
+pub(crate) fn concise_reason(chain: &str) -> String {
     let between = |open: &str, close: &str| {
         let start = chain.find(open)? + open.len();
         let end = chain[start..].find(close)? + start;

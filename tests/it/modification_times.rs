@@ -649,7 +649,7 @@ async fn mfmt_on_gcs() {
     writer
         .replace(
             &gw.key(name),
-            &bucketftp::cloud_attributes::Precondition::default(),
+            &bucketftp::Precondition::default(),
             &digest,
         )
         .await

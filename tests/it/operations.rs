@@ -87,7 +87,7 @@ async fn metrics_add_up_and_prometheus_scrapes_them() {
         text.contains("\nftp_command_total{") && text.contains("\nftp_received_bytes_total{"),
         "libunftp's metrics are served"
     );
-    for (old, _) in bucketftp::metrics::LIBUNFTP_NAMES {
+    for (old, _) in bucketftp::LIBUNFTP_NAMES {
         assert!(
             !text.contains(&format!("\n{old} ")) && !text.contains(&format!("\n{old}{{")),
             "{old} is served under its libunftp name"

@@ -10,8 +10,8 @@ pub mod line_client;
 pub mod programs;
 
 use bucketftp::config::{self, Config};
-use bucketftp::store_url::OpenedStore;
-use bucketftp::transfers::Transfers;
+use bucketftp::OpenedStore;
+use bucketftp::Transfers;
 use bucketftp::Listeners;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
