@@ -10,7 +10,7 @@ use std::path::PathBuf;
 /// mimalloc instead of glibc's malloc: upload buffers are filled on tokio
 /// workers and freed on the store client's threads, a pattern under which
 /// glibc's per-thread arenas keep tens of MiB that are no longer in use
-/// (measured by tests/memory_bound.rs).
+/// (measured by tests/it/memory_bound.rs).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -137,8 +137,7 @@ fn real_main() -> anyhow::Result<()> {
             anyhow::ensure!(!password.is_empty(), "empty password");
             println!(
                 "{}",
-                bucketftp::hash_password(&password)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                bucketftp::hash_password(&password).map_err(|e| anyhow::anyhow!("{e}"))?
             );
             Ok(())
         }

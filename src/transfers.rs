@@ -47,7 +47,10 @@ impl Transfers {
     }
 
     /// Registers a transfer; refused while shutting down or over the limit.
-    pub(crate) fn begin(self: &Arc<Self>, direction: Direction) -> Result<TransferGuard, TransferRefused> {
+    pub(crate) fn begin(
+        self: &Arc<Self>,
+        direction: Direction,
+    ) -> Result<TransferGuard, TransferRefused> {
         if self.closing.load(Ordering::SeqCst) {
             return Err(TransferRefused::ShuttingDown);
         }

@@ -133,7 +133,7 @@ fn is_marker(location: &ObjectPath) -> bool {
 /// drops one trailing empty segment, so `dir/` (one empty segment) becomes
 /// `dir`, while `dir//` (two) becomes `dir/`. object_store's Azure listing
 /// also leaves the blob `dir/` out of a listing of `dir/`, so this HEAD is
-/// the only way to see such an empty folder. `tests/conformance.rs`
+/// the only way to see such an empty folder. `tests/it/conformance.rs`
 /// (`azure_foreign_folder_markers`) pins this on azurite.
 fn foreign_azure_marker(dir: &ObjectPath) -> ObjectPath {
     marker_key(dir).join("")

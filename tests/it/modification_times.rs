@@ -647,11 +647,7 @@ async fn mfmt_on_gcs() {
     let mut digest = Attributes::new();
     digest.insert(Attribute::Metadata("sha256".into()), sha.clone().into());
     writer
-        .replace(
-            &gw.key(name),
-            &bucketftp::Precondition::default(),
-            &digest,
-        )
+        .replace(&gw.key(name), &bucketftp::Precondition::default(), &digest)
         .await
         .expect("PATCH sha256");
 

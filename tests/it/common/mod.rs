@@ -10,9 +10,9 @@ pub mod line_client;
 pub mod programs;
 
 use bucketftp::config::{self, Config};
+use bucketftp::Listeners;
 use bucketftp::OpenedStore;
 use bucketftp::Transfers;
-use bucketftp::Listeners;
 use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt};
