@@ -577,23 +577,34 @@ mod tests {
         out
     }
 
+    /// Opens `key` from `offset` with up to 8 ranges of [`PART`] read
+    /// ahead, the base reservation taken from `budget` first.
+    async fn open_with(
+        store: &Arc<dyn ObjectStore>,
+        key: &ObjectPath,
+        offset: u64,
+        budget: &Arc<MemoryBudget>,
+    ) -> BoxStream<'static, object_store::Result<Bytes>> {
+        let memory = budget
+            .reserve(part_reservation(PART), std::future::pending())
+            .await
+            .unwrap();
+        let settings = DownloadSettings {
+            chunk: PART as u64,
+            max_ranges: 8,
+            budget: budget.clone(),
+        };
+        open_parallel(store, key, offset, settings, memory)
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_download_with_one_part_of_budget_still_finishes() {
         let (store, key, data) = object(4 * PART + 123).await;
         // Room for the base reservation only: no range can be read ahead.
         let budget = MemoryBudget::new(part_reservation(PART) as u64, Duration::from_secs(1));
-        let memory = budget
-            .reserve(part_reservation(PART), std::future::pending())
-            .await
-            .unwrap();
-        let read_ahead = DownloadSettings {
-            chunk: PART as u64,
-            max_ranges: 8,
-            budget: budget.clone(),
-        };
-        let stream = open_parallel(&store, &key, 0, read_ahead, memory)
-            .await
-            .unwrap();
+        let stream = open_with(&store, &key, 0, &budget).await;
         assert_eq!(read_all(stream, &budget).await, data);
         assert_eq!(budget.in_use(), 0, "everything given back");
     }
@@ -602,18 +613,7 @@ mod tests {
     async fn a_download_reads_ahead_within_the_budget_from_any_offset() {
         let (store, key, data) = object(6 * PART + 7).await;
         let budget = MemoryBudget::new(64 << 20, Duration::from_secs(1));
-        let memory = budget
-            .reserve(part_reservation(PART), std::future::pending())
-            .await
-            .unwrap();
-        let read_ahead = DownloadSettings {
-            chunk: PART as u64,
-            max_ranges: 8,
-            budget: budget.clone(),
-        };
-        let stream = open_parallel(&store, &key, 1000, read_ahead, memory)
-            .await
-            .unwrap();
+        let stream = open_with(&store, &key, 1000, &budget).await;
         assert_eq!(read_all(stream, &budget).await, &data[1000..]);
         assert_eq!(budget.in_use(), 0);
     }
@@ -622,18 +622,7 @@ mod tests {
     async fn a_small_object_keeps_only_its_size() {
         let (store, key, data) = object(1000).await;
         let budget = MemoryBudget::new(64 << 20, Duration::from_secs(1));
-        let memory = budget
-            .reserve(part_reservation(PART), std::future::pending())
-            .await
-            .unwrap();
-        let read_ahead = DownloadSettings {
-            chunk: PART as u64,
-            max_ranges: 8,
-            budget: budget.clone(),
-        };
-        let stream = open_parallel(&store, &key, 0, read_ahead, memory)
-            .await
-            .unwrap();
+        let stream = open_with(&store, &key, 0, &budget).await;
         assert!(
             budget.in_use()
                 <= crate::memory_budget::DATA_PATH_BYTES + crate::memory_budget::GRANULE,
