@@ -137,6 +137,14 @@ const DEFAULT_API_BASE: &str = "https://www.googleapis.com";
 /// bound to one account's home.
 const USER: DefaultUser = DefaultUser;
 
+/// Whether the crate's error means "no such object" (it answers a 404,
+/// and a path outside its root, with `PermanentFileNotAvailable`). Any
+/// other error is the store failing, which must not pass for absence: the
+/// overwrite guard of a `create`-only account asks `file_exists`.
+fn is_absent(e: &StorageError) -> bool {
+    e.kind() == StorageErrorKind::PermanentFileNotAvailable
+}
+
 /// One account's files through the crate.
 struct SbeGcsEngine {
     gcs: CloudStorage,
@@ -189,12 +197,11 @@ impl Engine for SbeGcsEngine {
             Err(e) if e.kind() == StorageErrorKind::PermanentDirectoryNotAvailable => {}
             Err(e) => return Err(e),
         }
-        Ok(self
-            .gcs
-            .metadata(&USER, path)
-            .await
-            .ok()
-            .map(|m| convert(&m)))
+        match self.gcs.metadata(&USER, path).await {
+            Ok(found) => Ok(Some(convert(&found))),
+            Err(e) if is_absent(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// One lookup of the object (the home is always a directory).
@@ -207,7 +214,11 @@ impl Engine for SbeGcsEngine {
     }
 
     async fn file_exists(&self, key: &ObjectPath) -> StorageResult<bool> {
-        Ok(self.metadata(key).await.is_ok())
+        match self.metadata(key).await {
+            Ok(_) => Ok(true),
+            Err(e) if is_absent(&e) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn list(
@@ -328,5 +339,35 @@ mod tests {
         let c = SbeGcsConfig::from_options("b", &Default::default(), &Default::default()).unwrap();
         assert_eq!(c.api_base, DEFAULT_API_BASE);
         assert!(c.auth == AuthMethod::WorkloadIdentity(None));
+    }
+
+    #[tokio::test]
+    async fn a_store_that_does_not_answer_is_not_an_absent_file() {
+        // A port nothing listens on: every request is refused.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("k.json");
+        std::fs::write(
+            &key,
+            format!(r#"{{"gcs_base_url": "http://127.0.0.1:{port}", "disable_oauth": true}}"#),
+        )
+        .unwrap();
+        let mut options = std::collections::BTreeMap::new();
+        options.insert(
+            "google_service_account".to_string(),
+            key.display().to_string(),
+        );
+        let config = SbeGcsConfig::from_options("b", &options, &Default::default()).unwrap();
+        let jail = Jail::with_home(&ObjectPath::ROOT, "/").unwrap();
+        let engine = config.engine(&jail);
+        let file = ObjectPath::from("photo.jpg");
+        let exists = engine.file_exists(&file).await;
+        assert!(exists.is_err(), "file_exists answered {exists:?}");
+        let stat = engine.stat(&file).await;
+        assert!(stat.is_err(), "stat answered {stat:?}");
     }
 }

@@ -9,7 +9,8 @@ import socket
 import sys
 
 host, port, user, password, name = sys.argv[1:6]
-ftp = ftplib.FTP()
+# A reply that never comes fails the test instead of hanging the suite.
+ftp = ftplib.FTP(timeout=120)
 ftp.connect(host, int(port))
 ftp.login(user, password)
 ftp.voidcmd("TYPE I")
@@ -19,7 +20,7 @@ ftp.sock.sendall(b"ABOR" + ftplib.B_CRLF, socket.MSG_OOB)
 conn.close()
 print("abort reply:", ftp.getmultiline())
 # A fresh session reads the whole file: the gateway is unharmed.
-again = ftplib.FTP()
+again = ftplib.FTP(timeout=120)
 again.connect(host, int(port))
 again.login(user, password)
 chunks = []

@@ -9,7 +9,8 @@ import socket
 import sys
 
 host, port, user, password, name, size = sys.argv[1:7]
-ftp = ftplib.FTP()
+# A reply that never comes fails the test instead of hanging the suite.
+ftp = ftplib.FTP(timeout=120)
 ftp.connect(host, int(port))
 ftp.login(user, password)
 ftp.voidcmd("TYPE I")
