@@ -8,8 +8,8 @@
 use crate::common;
 use crate::common::programs;
 
-use common::{payload, Backend, Gateway, Options, PASSWORD};
-use object_store::{Attribute, Attributes, GetOptions, ObjectStore};
+use common::{attributes, metadata, payload, Backend, Gateway, Options, PASSWORD};
+use object_store::Attribute;
 use programs::{installed, run};
 use sha2::Digest;
 use std::sync::{Arc, Mutex};
@@ -22,28 +22,6 @@ fn sha256(data: &[u8]) -> String {
 
 fn md5(data: &[u8]) -> String {
     hex::encode(<md5::Md5 as md5::Digest>::digest(data))
-}
-
-/// The attributes the store returns for an object (one HEAD).
-async fn attributes(gw: &Gateway, path: &str) -> Attributes {
-    gw.store
-        .store
-        .get_opts(
-            &gw.key(path),
-            GetOptions {
-                head: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("head {path}: {e}"))
-        .attributes
-}
-
-fn metadata<'a>(attributes: &'a Attributes, key: &str) -> Option<&'a str> {
-    attributes
-        .get(&Attribute::Metadata(key.to_string().into()))
-        .map(|v| v.as_ref())
 }
 
 /// STOR, then REST+STOR and APPE onto the same object: the stored SHA-256

@@ -7,34 +7,12 @@
 use crate::common;
 use crate::common::programs;
 
-use common::{payload, Backend, Gateway, Options, PASSWORD};
-use object_store::{Attribute, Attributes, GetOptions, ObjectStore};
+use common::{attributes, metadata, payload, Backend, Gateway, Options, PASSWORD};
+use object_store::{Attribute, Attributes};
 use programs::{installed, run};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 use tokio::process::Command;
-
-/// The attributes the store returns for an object (one HEAD).
-async fn attributes(gw: &Gateway, path: &str) -> Attributes {
-    gw.store
-        .store
-        .get_opts(
-            &gw.key(path),
-            GetOptions {
-                head: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-        .unwrap_or_else(|e| panic!("head {path}: {e}"))
-        .attributes
-}
-
-fn metadata<'a>(attributes: &'a Attributes, key: &str) -> Option<&'a str> {
-    attributes
-        .get(&Attribute::Metadata(key.to_string().into()))
-        .map(|v| v.as_ref())
-}
 
 /// Runs a Python ftplib script logged in as alice; `{port}` and
 /// `{password}` are filled in. Returns its stdout lines.

@@ -870,3 +870,26 @@ pub fn emulator(args: &[&str]) -> (bool, String) {
     }
     (out.status.success(), text)
 }
+
+/// The attributes the store returns for an object (one HEAD).
+pub async fn attributes(gw: &Gateway, path: &str) -> object_store::Attributes {
+    gw.store
+        .store
+        .get_opts(
+            &gw.key(path),
+            object_store::GetOptions {
+                head: true,
+                ..object_store::GetOptions::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|e| panic!("head {path}: {e}"))
+        .attributes
+}
+
+/// One user-metadata value among an object's attributes.
+pub fn metadata<'a>(attributes: &'a object_store::Attributes, key: &str) -> Option<&'a str> {
+    attributes
+        .get(&object_store::Attribute::Metadata(key.to_string().into()))
+        .map(|v| v.as_ref())
+}
