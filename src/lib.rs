@@ -16,6 +16,7 @@
 //! - [`permissions`], [`passwords`]: what an account may do; PHC hashes.
 //! - [`memory_budget`]: the bytes of transfer buffers the process may hold,
 //!   shared by every upload and download.
+//! - [`read_buffers`]: upload read buffers, recycled instead of freed.
 //! - [`integrity`]: digests computed while uploads stream, stored as object
 //!   metadata; `Content-Type` from names.
 //! - [`instrumented`], [`local_attributes`], [`cloud_attributes`]: the
@@ -69,6 +70,7 @@ mod passwords;
 pub mod paths;
 mod permissions;
 mod proxy_protocol;
+mod read_buffers;
 mod server;
 mod storage_check;
 mod store_url;

@@ -24,8 +24,9 @@ use crate::events::{Events, ObjectCreated};
 use crate::integrity::{ContentDigests, ContentTypes, DigestPipe};
 use crate::local_attributes::CompletionAttributes;
 use crate::memory_budget::{MemoryBudget, Reservation};
+use crate::read_buffers;
 use crate::transfers::{SessionContext, TransferGuard};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
@@ -84,15 +85,8 @@ pub(crate) struct UploadTarget {
     pub user: String,
 }
 
-/// Size of the allocations data-connection reads go into. A part holds
-/// slices of these, and an allocation lives until its last slice is freed,
-/// so each upload carries about two of them beyond its parts (the one being
-/// filled, and the one shared across a part boundary). 32 concurrent
-/// uploads peaked at 636 MiB with 1 MiB, 588 with 256 KiB and 556 with
-/// 64 KiB (docs/benchmarks.md); a socket read rarely returns more anyway.
-const READ_CHUNK: usize = 64 * 1024;
-/// Below this much spare room, the allocation is handed on as one chunk and
-/// reads go into a fresh one. Reads are gathered in place until then: a
+/// Below this much spare room, the buffer is handed on as one chunk and
+/// reads go into another ([`crate::read_buffers`]). Reads are gathered in place until then: a
 /// client that sends one byte per TCP segment would otherwise make every
 /// byte its own chunk (~116 bytes of bookkeeping each), so memory per upload
 /// depends on its part size, never on how the client segments its data.
@@ -329,7 +323,7 @@ where
                 sink.write(chunk).await.map_err(UploadError::Store)?;
             }
         }
-        let mut buf = BytesMut::with_capacity(READ_CHUNK);
+        let mut buf = read_buffers::take();
         loop {
             let n = input
                 .read_buf(&mut buf)
@@ -341,7 +335,7 @@ where
             if buf.capacity() - buf.len() >= MIN_READ {
                 continue;
             }
-            let chunk = std::mem::replace(&mut buf, BytesMut::with_capacity(READ_CHUNK)).freeze();
+            let chunk = read_buffers::freeze(std::mem::replace(&mut buf, read_buffers::take()));
             digests.update(chunk.clone()).await?;
             tokio::select! {
                 biased;
@@ -350,7 +344,7 @@ where
             }
         }
         if !buf.is_empty() {
-            let chunk = buf.freeze();
+            let chunk = read_buffers::freeze(buf);
             digests.update(chunk.clone()).await?;
             tokio::select! {
                 biased;

@@ -1,0 +1,154 @@
+//! Recycled buffers for reading uploads off the data connection.
+//!
+//! An upload reads its data connection into [`BUFFER_SIZE`] buffers that
+//! travel on as `Bytes` inside its parts and are freed once the part is
+//! stored. The binary's allocator returns freed memory to the system at
+//! once (`src/main.rs`: that keeps a download's peak RSS down), so every
+//! buffer of the next part used to be a fresh mapping: a page fault and a
+//! zeroed page per 4 KiB received, which cost a local 1 GiB STOR about as
+//! much CPU as copying the bytes into the page cache (docs/benchmarks.md,
+//! "Local STOR 1 GiB: every buffer a fresh page"). A buffer now comes back
+//! here when the last `Bytes` pointing into it is dropped, and the next
+//! read takes it again; beyond [`POOL_BYTES`] buffers are freed as before,
+//! so an idle process holds at most that much more than it did.
+//!
+//! The pool is one per process: buffers are filled on the async threads and
+//! dropped wherever their part was stored (the blocking pool, an HTTP
+//! connection's task), and a global free list is the place both reach.
+
+use bytes::Bytes;
+use std::sync::Mutex;
+
+/// Bytes per buffer. A part holds slices of these, and a buffer lives until
+/// its last slice is freed, so each upload carries about two of them beyond
+/// its parts (the one being filled, and the one shared across a part
+/// boundary). 32 concurrent uploads peaked at 636 MiB with 1 MiB, 588 with
+/// 256 KiB and 556 with 64 KiB (docs/benchmarks.md); a socket read rarely
+/// returns more anyway.
+pub(crate) const BUFFER_SIZE: usize = 64 * 1024;
+
+/// Most bytes the pool keeps while no upload needs them: two parts of the
+/// default size, enough that one upload at full speed never allocates
+/// after its first parts. Memory sizing (docs/operations.md) counts it
+/// beside the budget.
+pub(crate) const POOL_BYTES: usize = 16 << 20;
+
+/// The process's pool.
+static POOL: Pool = Pool::new(POOL_BYTES / BUFFER_SIZE);
+
+/// An empty buffer with room for [`BUFFER_SIZE`] bytes: a recycled one when
+/// the pool has one.
+pub(crate) fn take() -> Vec<u8> {
+    POOL.take()
+}
+
+/// The filled part of `buffer` as `Bytes`; the buffer goes back to the
+/// pool when the last of its clones and slices is dropped.
+pub(crate) fn freeze(buffer: Vec<u8>) -> Bytes {
+    POOL.freeze(buffer)
+}
+
+/// A bounded free list of buffers.
+struct Pool {
+    free: Mutex<Vec<Vec<u8>>>,
+    max_buffers: usize,
+}
+
+impl Pool {
+    const fn new(max_buffers: usize) -> Self {
+        Self {
+            free: Mutex::new(Vec::new()),
+            max_buffers,
+        }
+    }
+
+    fn take(&self) -> Vec<u8> {
+        let recycled = self.free.lock().ok().and_then(|mut free| free.pop());
+        recycled.unwrap_or_else(|| Vec::with_capacity(BUFFER_SIZE))
+    }
+
+    fn freeze(&'static self, buffer: Vec<u8>) -> Bytes {
+        Bytes::from_owner(Recycled { buffer, pool: self })
+    }
+
+    fn give_back(&self, mut buffer: Vec<u8>) {
+        // A buffer that grew (or never had the size) would make the pool's
+        // bound a lie: freed instead.
+        if buffer.capacity() != BUFFER_SIZE {
+            return;
+        }
+        buffer.clear();
+        if let Ok(mut free) = self.free.lock() {
+            if free.len() < self.max_buffers {
+                free.push(buffer);
+            }
+        }
+    }
+}
+
+/// A buffer on its way back to its pool.
+struct Recycled {
+    buffer: Vec<u8>,
+    pool: &'static Pool,
+}
+
+impl AsRef<[u8]> for Recycled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buffer
+    }
+}
+
+impl Drop for Recycled {
+    fn drop(&mut self) {
+        self.pool.give_back(std::mem::take(&mut self.buffer));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pooled(pool: &Pool) -> usize {
+        pool.free.lock().map(|free| free.len()).unwrap_or(0)
+    }
+
+    #[test]
+    fn a_buffer_comes_back_only_when_its_last_slice_is_dropped() {
+        static POOL: Pool = Pool::new(4);
+        let mut buffer = POOL.take();
+        buffer.extend_from_slice(b"hello, pool");
+        let address = buffer.as_ptr();
+        let bytes = POOL.freeze(buffer);
+        let slice = bytes.slice(7..);
+        drop(bytes);
+        assert_eq!(&slice[..], b"pool", "a slice keeps the buffer alive");
+        assert_eq!(pooled(&POOL), 0);
+        drop(slice);
+        assert_eq!(pooled(&POOL), 1);
+        let again = POOL.take();
+        assert_eq!(again.as_ptr(), address, "the same buffer, recycled");
+        assert!(again.is_empty());
+        assert_eq!(again.capacity(), BUFFER_SIZE);
+    }
+
+    #[test]
+    fn the_pool_never_holds_more_than_its_bound() {
+        static POOL: Pool = Pool::new(3);
+        let buffers: Vec<Bytes> = (0..10)
+            .map(|_| {
+                let mut buffer = POOL.take();
+                buffer.push(1);
+                POOL.freeze(buffer)
+            })
+            .collect();
+        drop(buffers);
+        assert_eq!(pooled(&POOL), 3);
+    }
+
+    #[test]
+    fn a_buffer_of_another_size_is_freed_not_kept() {
+        static POOL: Pool = Pool::new(3);
+        drop(POOL.freeze(vec![0u8; 10]));
+        assert_eq!(pooled(&POOL), 0);
+    }
+}
