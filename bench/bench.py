@@ -51,6 +51,8 @@ def targets(ctx):
                                 contender=local.NO_SHA))
     for m in (f"STOR {big}", f"RETR {big}"):
         out.append(ratio_target(f"s3 {m} ≥ 0.95× boto3 direct", "s3", m, "boto3 direct", 0.95))
+    out.append(ratio_target(f"s3 STOR {big}, upload_sha256 = false ≥ 0.95× boto3 direct", "s3", f"STOR {big}",
+                            "boto3 direct", 0.95, contender=s3.NO_SHA))
     out.append(ratio_target(f"s3 STOR {big} ≥ 1× rclone serve ftp", "s3", f"STOR {big}", "rclone serve ftp", 1.0))
     out.append(ratio_target(f"s3 RETR {big} ≥ 2× rclone serve ftp", "s3", f"RETR {big}", "rclone serve ftp", 2.0))
     for m in (f"STOR {big}", f"RETR {big}"):

@@ -89,23 +89,30 @@ enum Command {
 /// options). `purge_delay_option_is_the_right_one` checks it.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Freed memory goes back to the system at once instead of after
-/// mimalloc's default delay (1 s in the v3 we build): a download frees range buffers on one thread
-/// while the next ones are allocated on another, and with the delay a
-/// single S3 RETR 1 GiB peaked at 76 MiB RSS, without it at 66 MiB
-/// (docs/benchmarks.md). The image used to set this through the
-/// environment; now every way of running the binary gets it. An operator's
-/// own `MIMALLOC_PURGE_DELAY` still wins.
-fn return_freed_memory_at_once() {
+/// How long mimalloc keeps freed memory before returning it to the
+/// system, in milliseconds (its own default is 1 s in the v3 we build).
+///
+/// A second is long enough for a download to hold freed range frames on one
+/// thread while the next ones are allocated on another: a single S3 RETR
+/// 1 GiB peaked at 61 MiB RSS with it, 51 MiB at 0. But 0 makes every buffer
+/// freed and allocated again within a transfer a fresh mapping, a page
+/// fault and a zeroed page per 4 KiB: at 0 a local RETR 1 GiB took 1.0 s of
+/// CPU instead of 0.45 and ran at 0.42× vsftpd (docs/benchmarks.md, "Every
+/// buffer a fresh page"). 20 ms keeps buffers reused within a transfer and
+/// returns them as soon as it pauses: 56 MiB for that RETR, 0.45 s of CPU.
+/// An operator's own `MIMALLOC_PURGE_DELAY` still wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 20;
+
+fn set_purge_delay() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: sets one integer option, which mimalloc reads whenever it
         // schedules a purge; no memory is touched.
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
     }
 }
 
 fn main() -> std::process::ExitCode {
-    return_freed_memory_at_once();
+    set_purge_delay();
     match real_main() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -329,7 +336,7 @@ mod tests {
         assert_eq!(get(MI_OPTION_PURGE_DELAY), 1000);
         assert_eq!(get(MI_OPTION_PURGE_DELAY - 1), 1);
         assert_eq!(get(MI_OPTION_PURGE_DELAY + 1), 0);
-        return_freed_memory_at_once();
-        assert_eq!(get(MI_OPTION_PURGE_DELAY), 0);
+        set_purge_delay();
+        assert_eq!(get(MI_OPTION_PURGE_DELAY), PURGE_DELAY_MS);
     }
 }

@@ -9,14 +9,18 @@
 //! much CPU as copying the bytes into the page cache (docs/benchmarks.md,
 //! "Local STOR 1 GiB: every buffer a fresh page"). A buffer now comes back
 //! here when the last `Bytes` pointing into it is dropped, and the next
-//! read takes it again; beyond [`POOL_BYTES`] buffers are freed as before,
-//! so an idle process holds at most that much more than it did.
+//! read takes it again; beyond [`POOL_BYTES`] buffers are freed as before.
+//! The pool keeps buffers only while an upload runs ([`uploading`]): when
+//! the last one ends it is emptied, so an idle process holds nothing more
+//! than it did, and a download after an upload does not carry the upload's
+//! buffers in its RSS.
 //!
 //! The pool is one per process: buffers are filled on the async threads and
 //! dropped wherever their part was stored (the blocking pool, an HTTP
 //! connection's task), and a global free list is the place both reach.
 
 use bytes::Bytes;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 /// Bytes per buffer. A part holds slices of these, and a buffer lives until
@@ -27,10 +31,10 @@ use std::sync::Mutex;
 /// returns more anyway.
 pub(crate) const BUFFER_SIZE: usize = 64 * 1024;
 
-/// Most bytes the pool keeps while no upload needs them: two parts of the
-/// default size, enough that one upload at full speed never allocates
-/// after its first parts. Memory sizing (docs/operations.md) counts it
-/// beside the budget.
+/// Most bytes the pool keeps between a buffer's return and its next use:
+/// two parts of the default size, enough that one upload at full speed
+/// never allocates after its first parts. Memory sizing
+/// (docs/operations.md) counts it beside the budget.
 pub(crate) const POOL_BYTES: usize = 16 << 20;
 
 /// The process's pool.
@@ -48,10 +52,36 @@ pub(crate) fn freeze(buffer: Vec<u8>) -> Bytes {
     POOL.freeze(buffer)
 }
 
+/// Marks an upload as running for as long as the guard lives: returned
+/// buffers are kept only while one is.
+pub(crate) fn uploading() -> Uploading {
+    POOL.uploading()
+}
+
+/// An upload in progress (see [`uploading`]).
+pub(crate) struct Uploading {
+    pool: &'static Pool,
+}
+
+impl Drop for Uploading {
+    fn drop(&mut self) {
+        if self.pool.uploads.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // The last upload ended: what it returned is not needed until
+            // the next one, which allocates afresh. A buffer returned by an
+            // upload that starts meanwhile is freed here too: harmless.
+            if let Ok(mut free) = self.pool.free.lock() {
+                *free = Vec::new();
+            }
+        }
+    }
+}
+
 /// A bounded free list of buffers.
 struct Pool {
     free: Mutex<Vec<Vec<u8>>>,
     max_buffers: usize,
+    /// Uploads running now.
+    uploads: AtomicUsize,
 }
 
 impl Pool {
@@ -59,7 +89,13 @@ impl Pool {
         Self {
             free: Mutex::new(Vec::new()),
             max_buffers,
+            uploads: AtomicUsize::new(0),
         }
+    }
+
+    fn uploading(&'static self) -> Uploading {
+        self.uploads.fetch_add(1, Ordering::AcqRel);
+        Uploading { pool: self }
     }
 
     fn take(&self) -> Vec<u8> {
@@ -73,8 +109,9 @@ impl Pool {
 
     fn give_back(&self, mut buffer: Vec<u8>) {
         // A buffer that grew (or never had the size) would make the pool's
-        // bound a lie: freed instead.
-        if buffer.capacity() != BUFFER_SIZE {
+        // bound a lie, and with no upload running nothing will take it:
+        // freed instead.
+        if buffer.capacity() != BUFFER_SIZE || self.uploads.load(Ordering::Acquire) == 0 {
             return;
         }
         buffer.clear();
@@ -115,6 +152,7 @@ mod tests {
     #[test]
     fn a_buffer_comes_back_only_when_its_last_slice_is_dropped() {
         static POOL: Pool = Pool::new(4);
+        let _upload = POOL.uploading();
         let mut buffer = POOL.take();
         buffer.extend_from_slice(b"hello, pool");
         let address = buffer.as_ptr();
@@ -134,6 +172,7 @@ mod tests {
     #[test]
     fn the_pool_never_holds_more_than_its_bound() {
         static POOL: Pool = Pool::new(3);
+        let _upload = POOL.uploading();
         let buffers: Vec<Bytes> = (0..10)
             .map(|_| {
                 let mut buffer = POOL.take();
@@ -148,7 +187,33 @@ mod tests {
     #[test]
     fn a_buffer_of_another_size_is_freed_not_kept() {
         static POOL: Pool = Pool::new(3);
+        let _upload = POOL.uploading();
         drop(POOL.freeze(vec![0u8; 10]));
         assert_eq!(pooled(&POOL), 0);
+    }
+
+    #[test]
+    fn the_pool_is_emptied_when_the_last_upload_ends() {
+        static POOL: Pool = Pool::new(8);
+        let first = POOL.uploading();
+        let second = POOL.uploading();
+        let returned = |n| {
+            for _ in 0..n {
+                let mut buffer = POOL.take();
+                buffer.push(1);
+                // Taken from the pool or new: either way it comes back.
+                drop(POOL.freeze(buffer));
+            }
+        };
+        returned(2);
+        assert_eq!(pooled(&POOL), 1, "one buffer went round twice");
+        drop(first);
+        assert_eq!(pooled(&POOL), 1, "an upload still runs");
+        drop(second);
+        assert_eq!(pooled(&POOL), 0, "none runs: nothing kept");
+        let mut late = Vec::with_capacity(BUFFER_SIZE);
+        late.push(1);
+        drop(POOL.freeze(late));
+        assert_eq!(pooled(&POOL), 0, "a buffer returned after the end is freed");
     }
 }

@@ -312,6 +312,7 @@ where
     R: AsyncRead + Unpin,
 {
     let command = if existing.is_some() { "APPE" } else { "STOR" };
+    let _recycling = read_buffers::uploading();
     let events = settings.events.clone();
     let mut digests = DigestPipe::new(settings.sha256, settings.part_size);
     let mut sink = PartSink::new(target.store.clone(), target.key.clone(), settings, memory);

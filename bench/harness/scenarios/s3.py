@@ -1,6 +1,9 @@
 """Scenario 2: S3 on the s3s-fs emulator. bucketftp against `rclone serve
 ftp` over the same emulator, and against boto3 talking to it directly (the
-ceiling: no FTP hop at all).
+ceiling: no FTP hop at all). The 1 GiB STOR is also measured with
+`storage.upload_sha256 = false` (NO_SHA): boto3 computes no SHA-256 of the
+whole object, and the row separates what that feature costs from the
+gateway's data path.
 
 s3s-fs keeps bucket B's key K in the file DATA/B/K, so the RETR source is a
 hard link to the page-cached source file under each contender's prefix, and
@@ -21,6 +24,7 @@ from .. import ftp_clients, servers
 from ..procs import MIB, Sampler
 
 SCENARIO = "s3"
+NO_SHA = "bucketftp, upload_sha256 = false"
 BUCKET = "bench"
 DIRECT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "s3_direct.py")
 
@@ -82,11 +86,18 @@ def run(ctx):
             ctx.tools["bucketftp"], f"s3://{BUCKET}/bftp", servers.s3_options(emu.endpoint), ctx.workdir
         )
         started.append(bftp.server)
+        no_sha = servers.start_bucketftp(
+            ctx.tools["bucketftp"], f"s3://{BUCKET}/nosha", servers.s3_options(emu.endpoint), ctx.workdir,
+            name=NO_SHA, env={**os.environ, "BUCKETFTP__STORAGE__UPLOAD_SHA256": "false"},
+            passive=servers.PASSIVE["bucketftp-no-sha"],
+        )
+        started.append(no_sha.server)
         rclone = servers.start_rclone_ftp(ctx.tools["rclone"], emu.endpoint, f"{BUCKET}/rclone", ctx.workdir)
         started.append(rclone.server)
-        prefixes = {"bucketftp": "bftp", "rclone serve ftp": "rclone", "boto3 direct": "direct"}
+        prefixes = {"bucketftp": "bftp", "rclone serve ftp": "rclone", "boto3 direct": "direct",
+                    NO_SHA: "nosha"}
         digest = md5_of(src)
-        for prefix in prefixes.values():
+        for prefix in ("bftp", "rclone", "direct"):
             seed(data, BUCKET, f"{prefix}/seed.bin", src, digest)
         ftps = [(bftp, bftp.server), (rclone, rclone.server)]
         big = f"{size // MIB} MiB" if size < 1024 * MIB else f"{size // (1024 * MIB)} GiB"
@@ -99,7 +110,7 @@ def run(ctx):
 
         for r in ctx.rounds_range():
             ctx.log(f"s3 round {r + 1}/{ctx.rounds}: STOR {big}")
-            for ep, proc in ftps:
+            for ep, proc in ftps + [(no_sha, no_sha.server)]:
                 ctx.settle()
                 with Sampler(proc) as s, Sampler(emu) as e:
                     t = ftp_clients.curl_stor(ep.url(f"stor-{r}.bin"), src, size)
