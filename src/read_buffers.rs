@@ -7,7 +7,7 @@
 //! buffer of the next part used to be a fresh mapping: a page fault and a
 //! zeroed page per 4 KiB received, which cost a local 1 GiB STOR about as
 //! much CPU as copying the bytes into the page cache (docs/benchmarks.md,
-//! "Local STOR 1 GiB: every buffer a fresh page"). A buffer now comes back
+//! "Every buffer a fresh page"). A buffer now comes back
 //! here when the last `Bytes` pointing into it is dropped, and the next
 //! read takes it again; beyond [`POOL_BYTES`] buffers are freed as before.
 //! The pool keeps buffers only while an upload runs ([`uploading`]): when

@@ -86,10 +86,11 @@ pub(crate) struct UploadTarget {
 }
 
 /// Below this much spare room, the buffer is handed on as one chunk and
-/// reads go into another ([`crate::read_buffers`]). Reads are gathered in place until then: a
-/// client that sends one byte per TCP segment would otherwise make every
-/// byte its own chunk (~116 bytes of bookkeeping each), so memory per upload
-/// depends on its part size, never on how the client segments its data.
+/// reads go into another ([`crate::read_buffers`]). Reads are gathered in
+/// place until then: a client that sends one byte per TCP segment would
+/// otherwise make every byte its own chunk (~116 bytes of bookkeeping
+/// each), so memory per upload depends on its part size, never on how the
+/// client segments its data.
 const MIN_READ: usize = 16 * 1024;
 
 /// Why an upload did not complete (it left nothing behind in every case).
