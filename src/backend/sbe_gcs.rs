@@ -137,12 +137,16 @@ const DEFAULT_API_BASE: &str = "https://www.googleapis.com";
 /// bound to one account's home.
 const USER: DefaultUser = DefaultUser;
 
-/// Whether the crate's error means "no such object" (it answers a 404,
-/// and a path outside its root, with `PermanentFileNotAvailable`). Any
-/// other error is the store failing, which must not pass for absence: the
+/// `None` where the crate says "no such object" (it answers a 404, and a
+/// path outside its root, with `PermanentFileNotAvailable`). Any other
+/// error is the store failing, which must not pass for absence: the
 /// overwrite guard of a `create`-only account asks `file_exists`.
-fn is_absent(e: &StorageError) -> bool {
-    e.kind() == StorageErrorKind::PermanentFileNotAvailable
+fn found<T>(result: StorageResult<T>) -> StorageResult<Option<T>> {
+    match result {
+        Ok(value) => Ok(Some(value)),
+        Err(e) if e.kind() == StorageErrorKind::PermanentFileNotAvailable => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 /// One account's files through the crate.
@@ -197,11 +201,7 @@ impl Engine for SbeGcsEngine {
             Err(e) if e.kind() == StorageErrorKind::PermanentDirectoryNotAvailable => {}
             Err(e) => return Err(e),
         }
-        match self.gcs.metadata(&USER, path).await {
-            Ok(found) => Ok(Some(convert(&found))),
-            Err(e) if is_absent(&e) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(found(self.gcs.metadata(&USER, path).await)?.map(|m| convert(&m)))
     }
 
     /// One lookup of the object (the home is always a directory).
@@ -214,11 +214,7 @@ impl Engine for SbeGcsEngine {
     }
 
     async fn file_exists(&self, key: &ObjectPath) -> StorageResult<bool> {
-        match self.metadata(key).await {
-            Ok(_) => Ok(true),
-            Err(e) if is_absent(&e) => Ok(false),
-            Err(e) => Err(e),
-        }
+        Ok(found(self.metadata(key).await)?.is_some())
     }
 
     async fn list(
@@ -319,21 +315,25 @@ mod tests {
         assert!(crate_path(&jail, &ObjectPath::from("base/home/bob/x")).is_err());
     }
 
-    #[test]
-    fn key_file_selects_emulator_and_auth() {
+    /// The configuration a `google_service_account` key file with `json`
+    /// gives (the directory holds the file while the test runs).
+    fn from_key_file(json: &str) -> (tempfile::TempDir, SbeGcsConfig) {
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("k.json");
-        std::fs::write(
-            &key,
-            r#"{"gcs_base_url": "http://127.0.0.1:4443/", "disable_oauth": true}"#,
-        )
-        .unwrap();
+        std::fs::write(&key, json).unwrap();
         let mut options = std::collections::BTreeMap::new();
         options.insert(
             "google_service_account".to_string(),
             key.display().to_string(),
         );
-        let c = SbeGcsConfig::from_options("b", &options, &Default::default()).unwrap();
+        let config = SbeGcsConfig::from_options("b", &options, &Default::default()).unwrap();
+        (dir, config)
+    }
+
+    #[test]
+    fn key_file_selects_emulator_and_auth() {
+        let (_dir, c) =
+            from_key_file(r#"{"gcs_base_url": "http://127.0.0.1:4443/", "disable_oauth": true}"#);
         assert_eq!(c.api_base, "http://127.0.0.1:4443");
         assert!(c.auth == AuthMethod::None);
         let c = SbeGcsConfig::from_options("b", &Default::default(), &Default::default()).unwrap();
@@ -349,19 +349,9 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let dir = tempfile::tempdir().unwrap();
-        let key = dir.path().join("k.json");
-        std::fs::write(
-            &key,
-            format!(r#"{{"gcs_base_url": "http://127.0.0.1:{port}", "disable_oauth": true}}"#),
-        )
-        .unwrap();
-        let mut options = std::collections::BTreeMap::new();
-        options.insert(
-            "google_service_account".to_string(),
-            key.display().to_string(),
-        );
-        let config = SbeGcsConfig::from_options("b", &options, &Default::default()).unwrap();
+        let (_dir, config) = from_key_file(&format!(
+            r#"{{"gcs_base_url": "http://127.0.0.1:{port}", "disable_oauth": true}}"#
+        ));
         let jail = Jail::with_home(&ObjectPath::ROOT, "/").unwrap();
         let engine = config.engine(&jail);
         let file = ObjectPath::from("photo.jpg");
