@@ -28,6 +28,8 @@
 //! and the checksum of that object is computed on demand instead. `MFMT`
 //! uses the same [`MetadataWriter`] and reports a failure to the client.
 
+mod gcs_listing;
+
 use crate::local_attributes::CompletionAttributes;
 use async_trait::async_trait;
 use futures::stream::BoxStream;

@@ -13,7 +13,7 @@ use futures::{StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectMeta, ObjectStoreExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -201,16 +201,53 @@ impl Directories {
         Self { store, root, style }
     }
 
+    /// The client's times stored as `mtime` metadata (see
+    /// [`super::modified_time`]) of the files directly in `dir`, from the
+    /// listing itself where the store's listings carry metadata (GCS's JSON
+    /// API; one request per 1,000 objects, run beside [`Self::list`]).
+    /// `None`: the store cannot, or the request failed (logged), and
+    /// [`Self::apply_stored_mtimes`] reads each file's metadata instead.
+    pub(crate) async fn listed_mtimes(
+        &self,
+        dir: &ObjectPath,
+    ) -> Option<HashMap<ObjectPath, SystemTime>> {
+        let writer = self.store.metadata_writer.as_ref()?;
+        match writer
+            .listed_metadata(dir, super::modified_time::stored_mtime)
+            .await
+        {
+            Ok(times) => times,
+            Err(e) => {
+                tracing::debug!(dir = %dir, cause = %e, "listing: no metadata listing, reading it per file");
+                None
+            }
+        }
+    }
+
     /// Gives listed files the client's time stored as `mtime` metadata (see
-    /// [`super::modified_time`]), one HEAD per file, [`MTIME_HEADS_IN_FLIGHT`]
-    /// at a time, when the listing holds at most `limit` files; larger
-    /// listings keep the store's own times. A file whose HEAD fails (deleted
-    /// since the listing, a store hiccup) keeps its listed time: a listing never
-    /// fails for this. Called after a `LIST *.jpg` pattern filtered the
-    /// entries, so only the files shown are looked at.
-    pub(crate) async fn apply_stored_mtimes(&self, entries: &mut [Entry], limit: usize) {
+    /// [`super::modified_time`]): from `listed` when the store listed them
+    /// ([`Self::listed_mtimes`]), else one HEAD per file,
+    /// [`MTIME_HEADS_IN_FLIGHT`] at a time, when the listing holds at most
+    /// `limit` files; larger listings keep the store's own times. A file whose
+    /// HEAD fails (deleted since the listing, a store hiccup) keeps its listed
+    /// time: a listing never fails for this. Called after a `LIST *.jpg`
+    /// pattern filtered the entries, so only the files shown are looked at.
+    pub(crate) async fn apply_stored_mtimes(
+        &self,
+        entries: &mut [Entry],
+        limit: usize,
+        listed: Option<HashMap<ObjectPath, SystemTime>>,
+    ) {
         let (store, style) = (&self.store, &self.style);
         if matches!(style, DirStyle::Filesystem { .. }) {
+            return;
+        }
+        if let Some(times) = listed {
+            for entry in entries.iter_mut().filter(|e| e.kind == EntryKind::File) {
+                if let Some(time) = entry.location.as_ref().and_then(|key| times.get(key)) {
+                    entry.modified = Some(*time);
+                }
+            }
             return;
         }
         let mut files: Vec<&mut Entry> = entries

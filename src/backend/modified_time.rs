@@ -23,8 +23,10 @@
 //!
 //! Which time wins where: MDTM and MLST read one HEAD; listings read the
 //! metadata of up to `storage.listing_mtime_limit` files per directory
-//! ([`super::directories::Directories::list`]), because no store's listing API returns
-//! user metadata to object_store.
+//! ([`super::directories::Directories::apply_stored_mtimes`]), because no
+//! store's listing API returns user metadata to object_store — except on
+//! GCS, whose JSON API listing the gateway asks beside object_store's
+//! ([`super::directories::Directories::listed_mtimes`]).
 
 use super::directories::DirStyle;
 use super::reply_codes::storage_error;

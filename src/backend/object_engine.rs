@@ -80,10 +80,17 @@ impl Engine for ObjectEngine {
         pattern: Option<&str>,
         mtime_limit: usize,
     ) -> StorageResult<Listing> {
-        let mut entries = self
-            .dirs
-            .list(dir)
-            .await
+        // Where the listing API can carry the stored times too (GCS), they
+        // are asked for beside the listing, not a HEAD per file after it.
+        let listed_times = async {
+            if mtime_limit == 0 {
+                None
+            } else {
+                self.dirs.listed_mtimes(dir).await
+            }
+        };
+        let (entries, listed_times) = tokio::join!(self.dirs.list(dir), listed_times);
+        let mut entries = entries
             .map_err(storage_error)?
             .ok_or_else(|| not_found("no such directory"))?;
         if let Some(pattern) = pattern {
@@ -91,7 +98,7 @@ impl Engine for ObjectEngine {
         }
         // After the filter: only the files shown cost a HEAD.
         self.dirs
-            .apply_stored_mtimes(&mut entries, mtime_limit)
+            .apply_stored_mtimes(&mut entries, mtime_limit, listed_times)
             .await;
         Ok(entries
             .iter()

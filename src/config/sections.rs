@@ -218,7 +218,8 @@ pub struct StorageConfig {
     /// CPU, and HASH SHA-256 then reads the object back.
     #[serde(default = "values::yes")]
     pub upload_sha256: bool,
-    /// Most files in one listing whose stored `mtime` is read (a HEAD each); 0 = never.
+    /// Most files in one listing whose stored `mtime` is read (a HEAD each,
+    /// S3 and Azure; GCS lists them with the directory, any size); 0 = never.
     #[serde(default = "StorageConfig::default_listing_mtime_limit")]
     pub listing_mtime_limit: usize,
     /// Bytes of transfer buffers (upload parts, download ranges) held at once (see [`crate::memory_budget`]).

@@ -680,3 +680,69 @@ async fn mfmt_refused_and_unlisted_with_unftp_sbe_gcs() {
     .await;
     assert_eq!(lines, ["[]", "502"]);
 }
+
+/// GCS lists the stored times with the directory: one JSON API
+/// `objects.list` beside the XML listing instead of a HEAD per file, so a
+/// directory of any size shows them (here 5 files against a
+/// `listing_mtime_limit` of 3) without a HEAD; names with spaces and
+/// non-ASCII letters match; a subdirectory's files stay out (it shows
+/// as undated, year 2000);
+/// `listing_mtime_limit = 0` would turn it off (the HEAD path's test
+/// covers that limit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_times_on_gcs_come_with_the_listing() {
+    if common::alone(module_path!(), "listing_times_on_gcs_come_with_the_listing").await {
+        return;
+    }
+    let opts = Options {
+        http: true,
+        storage_extra: "listing_mtime_limit = 3\n".into(),
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(Backend::Gcs, opts).await else {
+        return;
+    };
+    let names = [
+        "d/a.txt",
+        "d/b c.txt",
+        "d/ünï.txt",
+        "d/e.txt",
+        "d/f.txt",
+        "d/sub/g.txt",
+    ];
+    for name in names {
+        gw.put_object(name, b"x").await;
+    }
+    let mfmt: String = names
+        .iter()
+        .map(|n| format!("print(reply('MFMT 20200102030405 {n}')[:3])\n"))
+        .collect();
+    assert_eq!(ftplib(&gw, &mfmt).await, ["213"; 6]);
+
+    let (h0, l0) = (
+        heads(&gw, "gs").await,
+        operations(&gw, "gs", "list_metadata").await,
+    );
+    let listed = ftplib(
+        &gw,
+        "print(sorted((name, fact['type'], fact.get('modify', '')[:4]) for name, fact in f.mlsd('d', ['type', 'modify'])))\n\
+         out = []; f.retrlines('LIST d', out.append); print(sum('Jan 02 2020' in l for l in out))",
+    )
+    .await;
+    assert_eq!(
+        listed[0],
+        "[('a.txt', 'file', '2020'), ('b c.txt', 'file', '2020'), ('e.txt', 'file', '2020'), \
+         ('f.txt', 'file', '2020'), ('sub', 'dir', '2000'), ('ünï.txt', 'file', '2020')]",
+        "{listed:?}"
+    );
+    assert_eq!(
+        listed[1], "5",
+        "LIST shows the stored times too: {listed:?}"
+    );
+    assert_eq!(heads(&gw, "gs").await, h0, "no HEAD per file");
+    assert_eq!(
+        operations(&gw, "gs", "list_metadata").await - l0,
+        2.0,
+        "one metadata listing per directory listing"
+    );
+}
