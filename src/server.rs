@@ -5,7 +5,9 @@
 //! bound by the caller (tests use port 0), a connection over a limit gets a
 //! proper `421`, each session's storage back-end knows its client, and
 //! shutdown can wait for transfers instead of cutting control connections
-//! (libunftp's own shutdown closes them at once).
+//! (libunftp's own shutdown closes them at once), then close the sessions
+//! still open with a `421` each, as the login deadline does (sent by
+//! libunftp's control loop, so in TLS after AUTH TLS: engine patch 0312).
 //!
 //! Connections that have not logged in are held to less: a login deadline
 //! (`server.login_timeout`, never extended by NOOP or any other command)
@@ -63,6 +65,9 @@ pub(crate) struct FtpService {
     /// The FTPS configuration, when `[tls]` is set.
     tls: Option<Arc<TlsCertificates>>,
     greeting: &'static str,
+    /// Turns true when shutdown closes the sessions still open after the
+    /// transfers drained: each says `421` and ends.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl FtpService {
@@ -94,6 +99,7 @@ impl FtpService {
             unauthenticated,
             tls,
             greeting,
+            closing: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -150,6 +156,12 @@ impl FtpService {
         // moment to send those replies (or to end on their own) before
         // closing them, so a client whose upload was stored hears so.
         let _ = tokio::time::timeout(REPLY_FLUSH, async {
+            while sessions.join_next().await.is_some() {}
+        })
+        .await;
+        // The rest (idle, or with a transfer just cut) hear 421 and end.
+        self.closing.send_replace(true);
+        let _ = tokio::time::timeout(FAREWELL_WAIT, async {
             while sessions.join_next().await.is_some() {}
         })
         .await;
@@ -223,7 +235,8 @@ impl FtpService {
         let stream = Arc::new(stream);
         let context = Arc::new(SessionContext::new(peer, Some(Arc::downgrade(&stream))));
         tracing::debug!(session = context.id, client_ip = %peer.ip(), "session start");
-        let server = match self.build_server(context.clone(), implicit_tls) {
+        let (farewell, farewell_text) = tokio::sync::oneshot::channel();
+        let server = match self.build_server(context.clone(), implicit_tls, farewell_text) {
             Ok(server) => server,
             Err(e @ SessionError::NoTls) => {
                 // An implicit FTPS client expects a TLS handshake: plaintext
@@ -263,23 +276,41 @@ impl FtpService {
                 _ = tokio::time::sleep(login_timeout) => {}
             }
         };
-        let ended = tokio::select! {
-            ended = &mut service => Some(ended),
-            _ = deadline => None,
-        };
-        let ended = match ended {
-            Some(ended) => ended,
-            None => {
-                // Dropping `service` would not end libunftp's control loop
-                // (a task of its own); shutting the socket down does.
+        let mut closing = self.closing.subscribe();
+        /// How the session comes to an end.
+        enum End<T> {
+            /// Its control loop ended (the client quit or went away).
+            Ended(T),
+            /// The gateway closes it with this 421 text.
+            Farewell(&'static str),
+        }
+        let end = tokio::select! {
+            ended = &mut service => End::Ended(ended),
+            _ = deadline => {
                 crate::metrics::session_rejected("login_timeout");
                 tracing::info!(session = context.id, client_ip = %peer.ip(), timeout = ?login_timeout, "closing connection: no login in time");
-                context.hang_up(if implicit_tls {
-                    &[]
-                } else {
-                    b"421 Login timeout, closing connection\r\n"
-                });
-                service.await
+                End::Farewell("Login timeout, closing control connection")
+            }
+            _ = closing.wait_for(|closing| *closing) => {
+                tracing::debug!(session = context.id, "closing session: server shutting down");
+                End::Farewell("Server shutting down, closing control connection")
+            }
+        };
+        let ended = match end {
+            End::Ended(ended) => ended,
+            End::Farewell(text) => {
+                // libunftp's control loop (a task of its own) sends the 421,
+                // in TLS when the session is (engine patch 0312), and ends.
+                // One that cannot (its client stalled a TLS handshake, or
+                // does not read) is cut: shutting the socket down ends it.
+                let _ = farewell.send(text);
+                match tokio::time::timeout(FAREWELL_WAIT, &mut service).await {
+                    Ok(ended) => ended,
+                    Err(_) => {
+                        context.hang_up(&[]);
+                        service.await
+                    }
+                }
             }
         };
         if let Err(e) = ended {
@@ -289,10 +320,14 @@ impl FtpService {
         Ok(())
     }
 
+    /// One session's libunftp server. When `farewell` gives a text, the
+    /// session answers `421 <text>` and ends (engine patch 0312); until
+    /// then, and if the sender is dropped, nothing happens.
     fn build_server(
         &self,
         context: Arc<SessionContext>,
         implicit_tls: bool,
+        farewell: tokio::sync::oneshot::Receiver<&'static str>,
     ) -> Result<libunftp::Server<ObjectBackend, SessionUser>, SessionError> {
         let backend = ObjectBackend::new(context, self.settings.clone(), self.transfers.clone());
         let server = &self.config.server;
@@ -309,7 +344,13 @@ impl FtpService {
         } else {
             ActivePassiveMode::PassiveOnly
         })
-        .metrics();
+        .metrics()
+        .shutdown_indicator(async move {
+            match farewell.await {
+                Ok(text) => libunftp::options::Shutdown::new().farewell(text),
+                Err(_) => std::future::pending().await,
+            }
+        });
         builder = match &server.passive_host {
             PassiveHost::FromConnection => {
                 builder.passive_host(libunftp::options::PassiveHost::FromConnection)
@@ -402,6 +443,10 @@ fn data_connection_source(proxy: &ProxyProtocol) -> DataConnectionSource {
 /// How long sessions get, after the transfers drained, to send their last
 /// replies before they are closed.
 const REPLY_FLUSH: Duration = Duration::from_secs(1);
+
+/// How long a session told to close (login deadline, shutdown) gets to
+/// send its `421` and end before its socket is shut down.
+const FAREWELL_WAIT: Duration = Duration::from_secs(2);
 
 /// Caps sessions in total and per client address.
 #[derive(Debug)]

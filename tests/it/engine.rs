@@ -529,6 +529,144 @@ async fn a_path_that_is_not_utf8_is_refused_with_553() {
     assert_eq!(gw.keys().await, vec!["café.txt".to_string()]);
 }
 
+/// A Python ftplib client that connects (with TLS when `cafile` is given:
+/// `FTP_TLS`, AUTH TLS first), logs in unless `login` is false, prints
+/// `ready`, then waits for an unsolicited reply and prints it (or the
+/// error ftplib raises for it). Returned running, its stdout piped.
+fn waiting_client(
+    addr: SocketAddr,
+    cafile: Option<&std::path::Path>,
+    login: bool,
+) -> tokio::process::Child {
+    let script = "import ftplib, ssl, sys\n\
+         host, port, password, cafile, login = sys.argv[1:6]\n\
+         if cafile:\n    ftp = ftplib.FTP_TLS(context=ssl.create_default_context(cafile=cafile), timeout=30)\n\
+         else:\n    ftp = ftplib.FTP(timeout=30)\n\
+         ftp.connect(host, int(port))\n\
+         if login == 'yes':\n    ftp.login('alice', password)\n\
+         elif cafile:\n    ftp.auth()\n\
+         print('ready', flush=True)\n\
+         try:\n    print('reply', ftp.getresp())\n\
+         except ftplib.all_errors as e:\n    print('reply', type(e).__name__, e)\n";
+    Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args([
+            addr.ip().to_string(),
+            addr.port().to_string(),
+            PASSWORD.to_string(),
+            cafile.map(|c| c.display().to_string()).unwrap_or_default(),
+            if login { "yes" } else { "no" }.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python3")
+}
+
+/// Waits for a [`waiting_client`] to print `ready`; returns a reader of
+/// the rest of its output.
+async fn when_ready(
+    child: &mut tokio::process::Child,
+) -> tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>> {
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("client ready in time")
+        .expect("read");
+    assert_eq!(first.as_deref(), Some("ready"));
+    lines
+}
+
+/// The line a [`waiting_client`] printed for the reply it waited for.
+async fn heard(
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> String {
+    tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("a reply in time")
+        .expect("read")
+        .unwrap_or_default()
+}
+
+/// A `[tls]` section that offers FTPS without requiring it.
+fn optional_tls(cert: &std::path::Path, key: &std::path::Path) -> String {
+    tls_section(cert, key).replace("required = \"all\"", "required = \"none\"")
+}
+
+/// 0312-served-connection-farewell: a client that did AUTH TLS and then
+/// did not log in in time hears `421` in TLS (the gateway wrote it in
+/// plaintext beside the TLS stream, which ftplib took for a broken TLS
+/// record); a plaintext client hears the same 421 in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_deadline_says_421_in_tls_after_auth_tls() {
+    if !installed("python3") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+        return;
+    };
+    let gw = Gateway::start_with(
+        Backend::Local,
+        Options {
+            sections: optional_tls(&cert, &key),
+            server_extra: "login_timeout = \"1s\"\n".into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("local gateway");
+    for cafile in [Some(cert.as_path()), None] {
+        let mut client = waiting_client(gw.addr, cafile, false);
+        let mut lines = when_ready(&mut client).await;
+        let reply = heard(&mut lines).await;
+        assert_eq!(
+            reply,
+            "reply error_temp 421 Login timeout, closing control connection",
+            "tls: {}",
+            cafile.is_some()
+        );
+    }
+}
+
+/// 0312-served-connection-farewell: at shutdown, once transfers have
+/// drained, sessions still open hear `421` (in TLS after AUTH TLS) instead
+/// of a bare close, so a client knows to come back (RFC 959 §4.2).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_says_421_to_idle_sessions() {
+    if !installed("python3") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+        return;
+    };
+    let gw = Gateway::start_with(
+        Backend::Local,
+        Options {
+            sections: optional_tls(&cert, &key),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("local gateway");
+    let mut plain = waiting_client(gw.addr, None, true);
+    let mut tls = waiting_client(gw.addr, Some(&cert), true);
+    let mut plain_lines = when_ready(&mut plain).await;
+    let mut tls_lines = when_ready(&mut tls).await;
+    let stopping = tokio::spawn(gw.stop());
+    for (label, lines) in [("plain", &mut plain_lines), ("tls", &mut tls_lines)] {
+        assert_eq!(
+            heard(lines).await,
+            "reply error_temp 421 Server shutting down, closing control connection",
+            "{label}"
+        );
+    }
+    stopping.await.expect("join").expect("clean stop");
+}
+
 /// 0013-control-tls-handshake-timeout: a client that sends `AUTH TLS` and
 /// then nothing is disconnected after the idle timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
