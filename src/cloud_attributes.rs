@@ -378,17 +378,68 @@ pub(crate) struct CloudAttributesStore {
     writer: Arc<MetadataWriter>,
 }
 
+/// The store's client options that the metadata requests must follow too:
+/// they go to the same endpoint as object_store's own, so an endpoint with
+/// a self-signed certificate (`allow_invalid_certificates`) or one reached
+/// through a proxy (`proxy_url`, `proxy_ca_certificate`, `proxy_excludes`)
+/// served uploads while every digest write failed (logged, then computed
+/// on demand).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct HttpSettings {
+    accept_invalid_certs: bool,
+    proxy_url: Option<String>,
+    proxy_ca_certificate: Option<String>,
+    proxy_excludes: Option<String>,
+}
+
+impl HttpSettings {
+    /// Reads the keys above from a store's options (lower-case, as
+    /// object_store names them); a boolean is read as object_store reads it.
+    pub(crate) fn from_options(options: &std::collections::BTreeMap<String, String>) -> Self {
+        let text = |key: &str| options.get(key).cloned().filter(|v| !v.is_empty());
+        Self {
+            accept_invalid_certs: options.get("allow_invalid_certificates").is_some_and(|v| {
+                matches!(
+                    v.to_ascii_lowercase().as_str(),
+                    "1" | "true" | "on" | "yes" | "y"
+                )
+            }),
+            proxy_url: text("proxy_url"),
+            proxy_ca_certificate: text("proxy_ca_certificate"),
+            proxy_excludes: text("proxy_excludes"),
+        }
+    }
+
+    fn client(&self) -> std::result::Result<reqwest::Client, reqwest::Error> {
+        // A self-copy of up to 5 GiB runs server-side within one request.
+        let mut builder = reqwest::Client::builder()
+            .timeout(Duration::from_secs(600))
+            .danger_accept_invalid_certs(self.accept_invalid_certs);
+        if let Some(url) = &self.proxy_url {
+            let mut proxy = reqwest::Proxy::all(url)?;
+            if let Some(pem) = &self.proxy_ca_certificate {
+                let certificate = reqwest::tls::Certificate::from_pem(pem.as_bytes())?;
+                builder = builder.tls_certs_merge(std::iter::once(certificate));
+            }
+            if let Some(excludes) = &self.proxy_excludes {
+                proxy = proxy.no_proxy(reqwest::NoProxy::from_string(excludes));
+            }
+            builder = builder.proxy(proxy);
+        }
+        builder.build()
+    }
+}
+
 impl CloudAttributesStore {
-    /// Wraps the typed store.
-    pub(crate) fn new(cloud: Cloud) -> std::result::Result<Self, reqwest::Error> {
+    /// Wraps the typed store; its metadata requests follow `http`.
+    pub(crate) fn new(
+        cloud: Cloud,
+        http: &HttpSettings,
+    ) -> std::result::Result<Self, reqwest::Error> {
         Ok(Self {
             writer: Arc::new(MetadataWriter {
                 cloud,
-                // A self-copy of up to 5 GiB runs server-side within one
-                // request.
-                http: reqwest::Client::builder()
-                    .timeout(Duration::from_secs(600))
-                    .build()?,
+                http: http.client()?,
             }),
         })
     }

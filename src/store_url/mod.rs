@@ -11,7 +11,7 @@
 pub(crate) mod preflight;
 pub(crate) mod probe;
 
-use crate::cloud_attributes::{Cloud, CloudAttributesStore, MetadataWriter};
+use crate::cloud_attributes::{Cloud, CloudAttributesStore, HttpSettings, MetadataWriter};
 use object_store::aws::AmazonS3ConfigKey;
 use object_store::azure::AzureConfigKey;
 use object_store::gcp::GoogleConfigKey;
@@ -199,6 +199,9 @@ pub(crate) fn open_store(
             }
             preflight::preflight(family, &merged)?;
             let endpoint = preflight::endpoint_of(family, &merged, env);
+            if family == "s3" {
+                unsigned_payload_over_https(&mut merged, &endpoint);
+            }
             let (store, metadata_writer) =
                 build_cloud(family, url, merged, retry).map_err(StoreUrlError::Build)?;
             let base = url_prefix(url)?;
@@ -250,6 +253,7 @@ fn build_cloud(
         retry_timeout: retry.timeout,
         ..Default::default()
     };
+    let http = HttpSettings::from_options(&options);
     // `from_str` cannot fail here: every key passed `check` above.
     Ok(match family {
         "s3" => {
@@ -260,7 +264,10 @@ fn build_cloud(
                 }
             }
             let bucket = url.host_str().unwrap_or_default().to_string();
-            cloud_attributes(Cloud::S3(Arc::new(b.with_retry(retry).build()?), bucket))?
+            cloud_attributes(
+                Cloud::S3(Arc::new(b.with_retry(retry).build()?), bucket),
+                &http,
+            )?
         }
         "gs" => {
             let json_base = gcs_json_base(&options);
@@ -271,11 +278,10 @@ fn build_cloud(
                 }
             }
             let bucket = url.host_str().unwrap_or_default().to_string();
-            cloud_attributes(Cloud::Gcs(
-                Arc::new(b.with_retry(retry).build()?),
-                bucket,
-                json_base,
-            ))?
+            cloud_attributes(
+                Cloud::Gcs(Arc::new(b.with_retry(retry).build()?), bucket, json_base),
+                &http,
+            )?
         }
         _ => {
             let mut b = object_store::azure::MicrosoftAzureBuilder::new().with_url(url.as_str());
@@ -284,17 +290,36 @@ fn build_cloud(
                     b = b.with_config(key, v);
                 }
             }
-            cloud_attributes(Cloud::Azure(Arc::new(b.with_retry(retry).build()?)))?
+            cloud_attributes(Cloud::Azure(Arc::new(b.with_retry(retry).build()?)), &http)?
         }
     })
+}
+
+/// Over https, S3 request bodies are not hashed for the signature
+/// (`UNSIGNED-PAYLOAD`, what the AWS SDKs send there): TLS already protects
+/// them in transit, and SigV4's SHA-256 of every part cost as much CPU as
+/// the object's own digest (~0.5 s per GiB, docs/benchmarks.md). Over
+/// plain http the signature is the only protection of the body, so it
+/// stays signed. `aws_unsigned_payload` set by the operator wins.
+fn unsigned_payload_over_https(options: &mut BTreeMap<String, String>, endpoint: &str) {
+    let chosen = ["aws_unsigned_payload", "unsigned_payload"]
+        .iter()
+        .any(|key| options.contains_key(*key));
+    let https = endpoint
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"));
+    if !chosen && https {
+        options.insert("aws_unsigned_payload".into(), "true".into());
+    }
 }
 
 /// Cloud stores are wrapped so multipart uploads get their digests once
 /// committed (see [`crate::cloud_attributes`]).
 fn cloud_attributes(
     cloud: Cloud,
+    http: &HttpSettings,
 ) -> object_store::Result<(Arc<dyn ObjectStore>, Arc<MetadataWriter>)> {
-    CloudAttributesStore::new(cloud)
+    CloudAttributesStore::new(cloud, http)
         .map(|store| {
             let writer = store.writer();
             (Arc::new(store) as Arc<dyn ObjectStore>, writer)
@@ -428,6 +453,43 @@ mod tests {
         assert_eq!(az.base.as_ref(), "p");
         let gs = open("gs://bucket", &[("google_bucket", "bucket")]).unwrap();
         assert_eq!(gs.base, ObjectPath::ROOT);
+    }
+
+    #[test]
+    fn s3_bodies_are_signed_over_http_only() {
+        let decide = |endpoint: &str, given: &[(&str, &str)]| {
+            let mut options: BTreeMap<String, String> = given
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            unsigned_payload_over_https(&mut options, endpoint);
+            options
+                .get("aws_unsigned_payload")
+                .or_else(|| options.get("unsigned_payload"))
+                .cloned()
+        };
+        assert_eq!(
+            decide("https://s3.eu-west-1.amazonaws.com", &[]).as_deref(),
+            Some("true")
+        );
+        assert_eq!(
+            decide("HTTPS://minio.internal:9000", &[]).as_deref(),
+            Some("true")
+        );
+        assert_eq!(decide("http://127.0.0.1:9000", &[]), None);
+        assert_eq!(
+            decide(
+                "https://s3.amazonaws.com",
+                &[("aws_unsigned_payload", "false")]
+            )
+            .as_deref(),
+            Some("false"),
+            "the operator's choice wins"
+        );
+        assert_eq!(
+            decide("https://s3.amazonaws.com", &[("unsigned_payload", "false")]).as_deref(),
+            Some("false")
+        );
     }
 
     #[test]

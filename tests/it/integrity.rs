@@ -726,6 +726,99 @@ async fn hash_on_azure() {
     hash_from_clients(Backend::Azure, "az").await;
 }
 
+/// S3 over https (moto serving TLS with a self-signed certificate, trusted
+/// through `allow_invalid_certificates`): uploads go with `UNSIGNED-PAYLOAD`
+/// there (src/store_url, unit test `s3_bodies_are_signed_over_http_only`)
+/// and land byte-exact, small and multipart; the digest of the multipart
+/// upload is written by the metadata client, which follows the store's TLS
+/// options (it refused the certificate before, so XSHA256 read the object
+/// back), and XSHA256 answers it without a GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_over_https_uploads_and_keeps_digests() {
+    if common::alone(module_path!(), "s3_over_https_uploads_and_keeps_digests").await {
+        return;
+    }
+    if !installed("moto_server") || !installed("curl") {
+        return;
+    }
+    let certs = tempfile::tempdir().expect("tempdir");
+    let Some((cert, key)) = programs::self_signed_cert(certs.path()).await else {
+        return;
+    };
+    let port = common::free_port();
+    let mut moto = Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-c")
+        .arg(&cert)
+        .arg("-k")
+        .arg(&key)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("moto_server");
+    let endpoint = format!("https://127.0.0.1:{port}");
+    let bucket = std::env::var("BUCKETFTP_TEST_S3_BUCKET").unwrap_or_else(|_| "bucketftp".into());
+    let mut created = false;
+    for _ in 0..300 {
+        let out = Command::new("curl")
+            .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+            .arg(format!("{endpoint}/{bucket}"))
+            .output()
+            .await
+            .expect("curl");
+        if String::from_utf8_lossy(&out.stdout) == "200" {
+            created = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(created, "moto over TLS did not come up on {endpoint}");
+    let opts = Options {
+        http: true,
+        storage_options: vec![
+            ("aws_endpoint".into(), endpoint.clone()),
+            ("allow_invalid_certificates".into(), "true".into()),
+        ],
+        ..Options::default()
+    };
+    let Some(gw) = Gateway::start_with(Backend::S3, opts).await else {
+        return;
+    };
+    let big = payload(11 * 1024 * 1024 + 7, 31);
+    let mut ftp = gw.login("alice").await;
+    ftp.put_file("big.bin", &mut big.as_slice())
+        .await
+        .expect("STOR big");
+    ftp.put_file("small.txt", &mut &b"over tls"[..])
+        .await
+        .expect("STOR small");
+    ftp.quit().await.ok();
+    assert_eq!(gw.object("big.bin").await.as_deref(), Some(big.as_slice()));
+    assert_eq!(
+        gw.object("small.txt").await.as_deref(),
+        Some(&b"over tls"[..])
+    );
+
+    let before = body_gets(&gw, "s3").await;
+    let script = format!(
+        "import ftplib\n\
+         f = ftplib.FTP(); f.connect('127.0.0.1', {}); f.login('alice', '{PASSWORD}')\n\
+         print(f.sendcmd('XSHA256 big.bin'))\n\
+         f.quit()",
+        gw.addr.port()
+    );
+    let (stdout, _) = run(Command::new("python3").args(["-c", &script])).await;
+    assert_eq!(stdout.trim(), format!("250 {}", sha256(&big)));
+    assert_eq!(
+        body_gets(&gw, "s3").await,
+        before,
+        "the multipart upload's digest was stored over TLS"
+    );
+    drop(gw);
+    let _ = moto.kill().await;
+}
+
 /// MFMT and the two-argument MDTM set a file's time on `file://`, and MDTM
 /// and LIST report it (object stores: tests/it/modification_times.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
