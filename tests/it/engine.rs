@@ -590,9 +590,25 @@ async fn heard(
         .unwrap_or_default()
 }
 
-/// A `[tls]` section that offers FTPS without requiring it.
-fn optional_tls(cert: &std::path::Path, key: &std::path::Path) -> String {
-    tls_section(cert, key).replace("required = \"all\"", "required = \"none\"")
+/// A gateway on `file://` that offers FTPS without requiring it, with
+/// `server_extra` in its `[server]` section; with its certificate and the
+/// directory holding it (kept alive), or `None` without openssl.
+async fn optional_tls_gateway(
+    server_extra: &str,
+) -> Option<(Gateway, std::path::PathBuf, tempfile::TempDir)> {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = self_signed_cert(certs.path()).await?;
+    let gw = Gateway::start_with(
+        Backend::Local,
+        Options {
+            sections: tls_section(&cert, &key).replace("required = \"all\"", "required = \"none\""),
+            server_extra: server_extra.into(),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("local gateway");
+    Some((gw, cert, certs))
 }
 
 /// 0312-served-connection-farewell: a client that did AUTH TLS and then
@@ -604,20 +620,9 @@ async fn the_login_deadline_says_421_in_tls_after_auth_tls() {
     if !installed("python3") {
         return;
     }
-    let certs = tempfile::tempdir().expect("tempdir");
-    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+    let Some((gw, cert, _certs)) = optional_tls_gateway("login_timeout = \"1s\"\n").await else {
         return;
     };
-    let gw = Gateway::start_with(
-        Backend::Local,
-        Options {
-            sections: optional_tls(&cert, &key),
-            server_extra: "login_timeout = \"1s\"\n".into(),
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("local gateway");
     for cafile in [Some(cert.as_path()), None] {
         let mut client = waiting_client(gw.addr, cafile, false);
         let mut lines = when_ready(&mut client).await;
@@ -639,19 +644,9 @@ async fn shutdown_says_421_to_idle_sessions() {
     if !installed("python3") {
         return;
     }
-    let certs = tempfile::tempdir().expect("tempdir");
-    let Some((cert, key)) = self_signed_cert(certs.path()).await else {
+    let Some((gw, cert, _certs)) = optional_tls_gateway("").await else {
         return;
     };
-    let gw = Gateway::start_with(
-        Backend::Local,
-        Options {
-            sections: optional_tls(&cert, &key),
-            ..Options::default()
-        },
-    )
-    .await
-    .expect("local gateway");
     let mut plain = waiting_client(gw.addr, None, true);
     let mut tls = waiting_client(gw.addr, Some(&cert), true);
     let mut plain_lines = when_ready(&mut plain).await;
