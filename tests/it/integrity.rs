@@ -760,7 +760,8 @@ async fn s3_over_https_uploads_and_keeps_digests() {
     let endpoint = format!("https://127.0.0.1:{port}");
     let bucket = std::env::var("BUCKETFTP_TEST_S3_BUCKET").unwrap_or_else(|_| "bucketftp".into());
     let mut created = false;
-    for _ in 0..300 {
+    // moto imports for a few seconds, longer on a busy machine.
+    for _ in 0..600 {
         let out = Command::new("curl")
             .args(["-sk", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
             .arg(format!("{endpoint}/{bucket}"))
