@@ -18,6 +18,11 @@ use std::collections::HashMap;
 /// Objects per page: the JSON API's maximum.
 const PAGE: &str = "1000";
 
+/// Longest wait for one page. The client's own timeout is sized for a
+/// self-copy of 5 GiB; a listing that stalls should fall back to HEADs
+/// (see `Directories::listed_mtimes`) rather than hold the LIST that long.
+const PAGE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// The fields of one page of `objects.list` that are read.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -91,7 +96,7 @@ impl MetadataWriter {
                     .get_credential()
                     .await
                     .map_err(|e| WriteError::Request(crate::errors::error_chain(&e)))?;
-                let request = self.http.get(page_url);
+                let request = self.http.get(page_url).timeout(PAGE_WAIT);
                 // An emulator without OAuth has an empty token.
                 let request = if credential.bearer.is_empty() {
                     request
