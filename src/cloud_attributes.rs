@@ -241,23 +241,13 @@ impl Cloud {
                     url.query_pairs_mut()
                         .append_pair("ifGenerationMatch", generation);
                 }
-                let credential = store
-                    .credentials()
-                    .get_credential()
-                    .await
-                    .map_err(|e| request_error(crate::errors::error_chain(&e)))?;
                 let body = serde_json::to_vec(&serde_json::json!({ "metadata": metadata }))
                     .map_err(|e| request_error(e.to_string()))?;
                 let request = http
                     .patch(url)
                     .header("content-type", "application/json")
                     .body(body);
-                // An emulator without OAuth has an empty token.
-                if credential.bearer.is_empty() {
-                    request
-                } else {
-                    request.bearer_auth(&credential.bearer)
-                }
+                with_gcs_token(store, request).await?
             }
         };
         let response = request
@@ -279,14 +269,36 @@ impl Cloud {
                 } else {
                     status
                 },
-                body: body
-                    .chars()
-                    .take(600)
-                    .collect::<String>()
-                    .replace(char::is_control, " "),
+                body: clipped(&body),
             })
         }
     }
+}
+
+/// `request` with the OAuth token object_store uses for `store` (none for
+/// an emulator without OAuth, whose token is empty).
+async fn with_gcs_token(
+    store: &GoogleCloudStorage,
+    request: reqwest::RequestBuilder,
+) -> std::result::Result<reqwest::RequestBuilder, WriteError> {
+    let credential = store
+        .credentials()
+        .get_credential()
+        .await
+        .map_err(|e| WriteError::Request(crate::errors::error_chain(&e)))?;
+    Ok(if credential.bearer.is_empty() {
+        request
+    } else {
+        request.bearer_auth(&credential.bearer)
+    })
+}
+
+/// The start of a store's error document, on one line, for a log.
+fn clipped(body: &str) -> String {
+    body.chars()
+        .take(600)
+        .collect::<String>()
+        .replace(char::is_control, " ")
 }
 
 /// Writes metadata onto committed objects of one cloud store (see the
@@ -323,14 +335,26 @@ impl MetadataWriter {
         precondition: &Precondition,
         attributes: &Attributes,
     ) -> std::result::Result<(), WriteError> {
+        self.timed(
+            "set_metadata",
+            self.cloud
+                .write(&self.http, location, precondition, attributes),
+        )
+        .await
+    }
+
+    /// Runs `request`, timed and counted like the store's own requests
+    /// under `operation`.
+    async fn timed<T>(
+        &self,
+        operation: &'static str,
+        request: impl std::future::Future<Output = std::result::Result<T, WriteError>>,
+    ) -> std::result::Result<T, WriteError> {
         let started = std::time::Instant::now();
-        let result = self
-            .cloud
-            .write(&self.http, location, precondition, attributes)
-            .await;
+        let result = request.await;
         crate::metrics::storage_op(
             self.family(),
-            "set_metadata",
+            operation,
             started.elapsed(),
             result.as_ref().err().map(WriteError::kind),
         );
@@ -384,7 +408,7 @@ pub(crate) struct CloudAttributesStore {
 /// through a proxy (`proxy_url`, `proxy_ca_certificate`, `proxy_excludes`)
 /// served uploads while every digest write failed (logged, then computed
 /// on demand).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) struct HttpSettings {
     accept_invalid_certs: bool,
     proxy_url: Option<String>,

@@ -9,7 +9,7 @@
 //! two fields, beside the XML listing (not after it), with the same OAuth
 //! token object_store uses.
 
-use super::{Cloud, MetadataWriter, WriteError};
+use super::{clipped, with_gcs_token, Cloud, MetadataWriter, WriteError};
 use object_store::path::Path;
 use object_store::{Attribute, AttributeValue, Attributes};
 use serde::Deserialize;
@@ -70,8 +70,7 @@ impl MetadataWriter {
         let Cloud::Gcs(store, bucket, base) = &self.cloud else {
             return Ok(None);
         };
-        let started = std::time::Instant::now();
-        let result = async {
+        let listing = async {
             let mut url = reqwest::Url::parse(&format!(
                 "{}/storage/v1/b/{bucket}/o",
                 base.trim_end_matches('/')
@@ -91,19 +90,9 @@ impl MetadataWriter {
                 if let Some(token) = &token {
                     page_url.query_pairs_mut().append_pair("pageToken", token);
                 }
-                let credential = store
-                    .credentials()
-                    .get_credential()
-                    .await
-                    .map_err(|e| WriteError::Request(crate::errors::error_chain(&e)))?;
                 let request = self.http.get(page_url).timeout(PAGE_WAIT);
-                // An emulator without OAuth has an empty token.
-                let request = if credential.bearer.is_empty() {
-                    request
-                } else {
-                    request.bearer_auth(&credential.bearer)
-                };
-                let response = request
+                let response = with_gcs_token(store, request)
+                    .await?
                     .send()
                     .await
                     .map_err(|e| WriteError::Request(crate::errors::error_chain(&e)))?;
@@ -112,11 +101,7 @@ impl MetadataWriter {
                     let body = response.text().await.unwrap_or_default();
                     return Err(WriteError::Refused {
                         status,
-                        body: body
-                            .chars()
-                            .take(600)
-                            .collect::<String>()
-                            .replace(char::is_control, " "),
+                        body: clipped(&body),
                     });
                 }
                 let body = response
@@ -141,15 +126,8 @@ impl MetadataWriter {
                     _ => return Ok(Some(found)),
                 }
             }
-        }
-        .await;
-        crate::metrics::storage_op(
-            self.family(),
-            "list_metadata",
-            started.elapsed(),
-            result.as_ref().err().map(WriteError::kind),
-        );
-        result
+        };
+        self.timed("list_metadata", listing).await
     }
 }
 
