@@ -210,6 +210,23 @@ impl DigestPipe {
         Ok(())
     }
 
+    /// Goes on without SHA-256 (CRC-32 only): the store computes it after
+    /// the upload ([`crate::local_attributes::DeferredSha256`]).
+    pub(crate) async fn stop_sha256(&mut self) -> Result<(), DigestCut> {
+        if !self.sha256 {
+            return Ok(());
+        }
+        let mut digests = self.settled().await?;
+        digests.sha256 = None;
+        for chunk in std::mem::take(&mut self.batch) {
+            digests.update(&chunk);
+        }
+        self.batched = 0;
+        self.idle = Some(digests);
+        self.sha256 = false;
+        Ok(())
+    }
+
     /// The digests of the whole object.
     pub(crate) async fn finish(mut self) -> Result<ContentDigests, DigestCut> {
         let mut digests = self.settled().await?;

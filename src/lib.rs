@@ -95,6 +95,7 @@ pub use auth::Accounts;
 pub use cloud_attributes::Precondition;
 pub use errors::error_chain;
 pub use http::{healthcheck, HEALTHCHECK_TIMEOUT};
+pub use local_attributes::AwaitDigest;
 pub use logging::init_logging;
 pub use metrics::LIBUNFTP_NAMES;
 pub use passwords::hash_password;
@@ -338,6 +339,7 @@ pub async fn serve_checked(
             storage_class: config.storage.storage_class.clone(),
             content_types: config.storage.content_types,
             sha256: config.storage.upload_sha256,
+            defer_sha256: false,
             events: events.clone(),
         },
         rename_limit: config.storage.rename_limit,
@@ -396,6 +398,15 @@ pub async fn serve_checked(
         })
         .await;
     health.set_accepting(false);
+    // Committed files whose SHA-256 is still being computed get it before
+    // the process ends (and their events are queued before the drain).
+    let left = local_attributes::settle_digests(config.server.shutdown_grace).await;
+    if left > 0 {
+        tracing::warn!(
+            files = left,
+            "shutdown grace period over: files left without a stored SHA-256 (HASH computes it on demand)"
+        );
+    }
     if let Some(events) = &events {
         events.drain(config.server.shutdown_grace).await;
     }

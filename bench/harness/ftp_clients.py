@@ -75,6 +75,21 @@ def ftp_mkdir(endpoint, path):
     ftp.quit()
 
 
+def sha256_of(endpoint, path):
+    """The SHA-256 bucketftp answers to `XSHA256 path` (lowercase hex). On
+    file:// the digest of a large upload is computed after its 226, and the
+    command waits for it."""
+    ftp = _login(endpoint)
+    try:
+        reply = ftp.sendcmd(f"XSHA256 {path}")
+    finally:
+        ftp.quit()
+    code, _, digest = reply.partition(" ")
+    if code != "250":
+        raise TransferFailed(f"XSHA256 {path}: {reply}")
+    return digest.strip().lower()
+
+
 def many_files(endpoint, directory, count, size, sessions, direction):
     """STOR (or RETR) `count` files of `size` bytes named f00000… in
     `directory` over `sessions` parallel logged-in sessions, one thread

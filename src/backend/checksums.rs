@@ -13,6 +13,7 @@
 use super::engine::BeginDownload;
 use super::reply_codes::storage_error;
 use crate::integrity::{self, Algorithm, DigestError};
+use crate::local_attributes::AwaitDigest;
 use crate::store_url::OpenedStore;
 use object_store::path::Path as ObjectPath;
 use object_store::GetOptions;
@@ -34,16 +35,13 @@ pub(super) async fn checksum(
     begin: &BeginDownload<'_>,
 ) -> Result<(String, u64)> {
     let store = &store.store;
-    let head = store
-        .get_opts(
-            key,
-            GetOptions {
-                head: true,
-                ..GetOptions::default()
-            },
-        )
-        .await
-        .map_err(storage_error)?;
+    let mut options = GetOptions {
+        head: true,
+        ..GetOptions::default()
+    };
+    // On `file://` a large upload's SHA-256 may still be being computed.
+    options.extensions.insert(AwaitDigest);
+    let head = store.get_opts(key, options).await.map_err(storage_error)?;
     let size = head.meta.size;
     if let Some(value) = integrity::stored(&head.attributes, algorithm) {
         return Ok((value, size));

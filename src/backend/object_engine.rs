@@ -154,7 +154,10 @@ impl Engine for ObjectEngine {
         } else {
             None
         };
-        let settings = &transfer.settings.upload;
+        let mut settings = transfer.settings.upload.clone();
+        // A disk takes bytes faster than one core hashes them: there the
+        // SHA-256 of a large upload is the store's, after the commit.
+        settings.defer_sha256 = matches!(self.store.kind, StoreKind::Local { .. });
         let memory = transfer
             .reserve(memory_budget::part_reservation(settings.part_size))
             .await?;
@@ -168,7 +171,7 @@ impl Engine for ObjectEngine {
             target,
             existing,
             input,
-            settings.clone(),
+            settings,
             memory,
             transfer.session,
             transfer.guard,

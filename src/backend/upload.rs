@@ -16,13 +16,17 @@
 //! are known at commit: a single PUT carries them as user metadata; a
 //! multipart upload hands them to the store at completion through
 //! [`CompletionAttributes`] (honoured on `file://`, see
-//! [`crate::local_attributes`]). The commit is also the one place an upload
-//! event is emitted ([`crate::events`]): after the store confirmed it, never
-//! for an aborted or failed upload.
+//! [`crate::local_attributes`]). Except on `file://`: there a multipart
+//! upload stops hashing SHA-256 once it goes multipart and the store
+//! computes it after the commit ([`DeferredSha256`]), because a disk takes
+//! bytes faster than one core hashes them. The commit is also the one place
+//! an upload event is emitted ([`crate::events`]): after the store confirmed
+//! it (and, when deferred, once its SHA-256 is known), never for an aborted
+//! or failed upload.
 
 use crate::events::{Events, ObjectCreated};
 use crate::integrity::{ContentDigests, ContentTypes, DigestPipe};
-use crate::local_attributes::CompletionAttributes;
+use crate::local_attributes::{CompletionAttributes, DeferredSha256};
 use crate::memory_budget::{MemoryBudget, Reservation};
 use crate::read_buffers;
 use crate::transfers::{SessionContext, TransferGuard};
@@ -54,6 +58,10 @@ pub(crate) struct UploadSettings {
     pub content_types: ContentTypes,
     /// Whether uploads compute and store SHA-256 (CRC-32 always).
     pub sha256: bool,
+    /// Whether an upload larger than a part leaves its SHA-256 to the
+    /// store, which computes it after completion (`file://`, see
+    /// [`crate::local_attributes::DeferredSha256`]). Set per store.
+    pub defer_sha256: bool,
     /// Where upload events go (`None`: no webhook configured).
     pub events: Option<Events>,
 }
@@ -155,6 +163,9 @@ struct PartSink {
     memory: Reservation,
     /// Parts `memory` pays for.
     parts: usize,
+    /// Set once the upload went multipart with its SHA-256 left to the
+    /// store: the digest to wait for.
+    deferred: Option<DeferredSha256>,
 }
 
 enum SinkState {
@@ -178,6 +189,7 @@ impl PartSink {
             late: CompletionAttributes::default(),
             memory,
             parts: 1,
+            deferred: None,
         }
     }
 
@@ -197,6 +209,11 @@ impl PartSink {
                     ..Default::default()
                 };
                 options.extensions.insert(self.late.clone());
+                if self.settings.sha256 && self.settings.defer_sha256 {
+                    let deferred = DeferredSha256::default();
+                    options.extensions.insert(deferred.clone());
+                    self.deferred = Some(deferred);
+                }
                 let upload = self.store.put_multipart_opts(&self.key, options).await?;
                 crate::metrics::multipart_started();
                 let mut writer =
@@ -321,8 +338,7 @@ where
         if let Some(mut head) = existing {
             while let Some(chunk) = head.next().await {
                 let chunk = chunk.map_err(UploadError::Existing)?;
-                digests.update(chunk.clone()).await?;
-                sink.write(chunk).await.map_err(UploadError::Store)?;
+                write(&mut digests, &mut sink, chunk).await?;
             }
         }
         let mut buf = read_buffers::take();
@@ -338,20 +354,18 @@ where
                 continue;
             }
             let chunk = read_buffers::freeze(std::mem::replace(&mut buf, read_buffers::take()));
-            digests.update(chunk.clone()).await?;
             tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
-                written = sink.write(chunk) => written.map_err(UploadError::Store)?,
+                written = write(&mut digests, &mut sink, chunk) => written?,
             }
         }
         if !buf.is_empty() {
             let chunk = read_buffers::freeze(buf);
-            digests.update(chunk.clone()).await?;
             tokio::select! {
                 biased;
                 _ = guard.cancelled() => return Err(UploadError::Shutdown),
-                written = sink.write(chunk) => written.map_err(UploadError::Store)?,
+                written = write(&mut digests, &mut sink, chunk) => written?,
             }
         }
         Ok(digests.finish().await?)
@@ -359,9 +373,10 @@ where
     .await;
     match result {
         Ok(digests) => {
+            let deferred = sink.deferred.clone();
             sink.finish(&digests).await.map_err(UploadError::Store)?;
             if let Some(events) = events {
-                events.object_created(ObjectCreated {
+                let event = ObjectCreated {
                     store_url: target.store_url,
                     key: target.key.to_string(),
                     size: digests.size,
@@ -370,7 +385,16 @@ where
                     client: session.peer,
                     session: session.id,
                     command,
-                });
+                };
+                match deferred {
+                    // The event carries the SHA-256: it goes once the
+                    // store has it (the client has its 226 meanwhile).
+                    Some(deferred) => drop(tokio::spawn(async move {
+                        let sha256 = deferred.digest().await;
+                        events.object_created(ObjectCreated { sha256, ..event });
+                    })),
+                    None => events.object_created(event),
+                }
             }
             Ok(digests)
         }
@@ -379,6 +403,21 @@ where
             Err(e)
         }
     }
+}
+
+/// Hashes `chunk` and writes it; once the upload went multipart with its
+/// SHA-256 left to the store, hashing goes on with CRC-32 only.
+async fn write(
+    digests: &mut DigestPipe,
+    sink: &mut PartSink,
+    chunk: Bytes,
+) -> Result<(), UploadError> {
+    digests.update(chunk.clone()).await?;
+    sink.write(chunk).await.map_err(UploadError::Store)?;
+    if sink.deferred.is_some() {
+        digests.stop_sha256().await?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -405,6 +444,7 @@ mod tests {
             storage_class: None,
             content_types: crate::integrity::ContentTypes::None,
             sha256: true,
+            defer_sha256: false,
             events: None,
         };
         let data: Vec<u8> = (0..3 * PART + 99).map(|i| (i % 253) as u8).collect();

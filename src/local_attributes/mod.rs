@@ -10,7 +10,8 @@
 //!
 //! Why xattrs and not computing digests on demand: `HASH` must answer in
 //! constant time whatever the file size, and a sidecar file would show up
-//! in listings and survive renames badly. xattrs move with `rename(2)` and
+//! in listings and survive renames badly. (The SHA-256 of an upload larger
+//! than a part is set just after its commit, see `deferred`.) xattrs move with `rename(2)` and
 //! with the hard link `copy` makes; ext4, XFS, btrfs and tmpfs keep `user.*`
 //! xattrs. Where the file system refuses them (some network mounts) the
 //! upload still succeeds, a warning is logged once, and checksums are
@@ -34,10 +35,14 @@
 //! itself opened. Either way a concurrent overwrite can never pair one
 //! upload's digest with another's bytes.
 
+mod deferred;
 mod tmpfile;
 mod xattrs;
 
 use async_trait::async_trait;
+pub use deferred::AwaitDigest;
+pub(crate) use deferred::{settle as settle_digests, DeferredSha256};
+use deferred::{Job, PendingDigests};
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -51,7 +56,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tmpfile::{Tmpfile, TmpfileUpload};
 pub(crate) use xattrs::CompletionAttributes;
-use xattrs::{merged_attributes, put_result, read_xattrs, spawn_blocking, write_xattrs};
+use xattrs::{
+    merged_attributes, put_result, read_xattrs, spawn_blocking, stored_crc32, write_xattrs,
+};
 
 /// `LocalFileSystem` with attributes kept as xattrs and uploads linked
 /// into place from anonymous files.
@@ -63,6 +70,8 @@ pub(crate) struct XattrStore {
     /// Set once anonymous files turned out unavailable (logged once):
     /// from then on every write goes through `inner`.
     no_tmpfile: Arc<AtomicBool>,
+    /// SHA-256s being computed after their uploads completed.
+    pending: Arc<PendingDigests>,
 }
 
 impl XattrStore {
@@ -71,6 +80,7 @@ impl XattrStore {
             inner,
             unsupported: Arc::new(AtomicBool::new(false)),
             no_tmpfile: Arc::new(AtomicBool::new(false)),
+            pending: Arc::default(),
         };
         if !tmpfile::proc_fd_available() {
             store.give_up_tmpfiles(&"/proc/self/fd is not available");
@@ -108,7 +118,7 @@ impl XattrStore {
         })
         .await?;
         match outcome {
-            Ok(metadata) => Ok(Some(put_result(&metadata))),
+            Ok(published) => Ok(Some(put_result(&published.metadata))),
             Err(e) if e.is_unsupported() => {
                 self.give_up_tmpfiles(&e);
                 Ok(None)
@@ -166,6 +176,10 @@ impl ObjectStore for XattrStore {
         // LocalFileSystem refuses any write that carries attributes.
         let attributes = std::mem::take(&mut opts.attributes);
         let late = opts.extensions.get::<CompletionAttributes>().cloned();
+        let deferred = opts
+            .extensions
+            .get::<DeferredSha256>()
+            .map(|request| (request.clone(), Arc::clone(&self.pending)));
         if self.tmpfiles() {
             let path = self.inner.path_to_filesystem(location)?;
             match spawn_blocking(move || Tmpfile::create(&path)).await? {
@@ -175,6 +189,7 @@ impl ObjectStore for XattrStore {
                         attributes,
                         late,
                         self.unsupported.clone(),
+                        deferred,
                     )))
                 }
                 Err(e) if e.is_unsupported() => self.give_up_tmpfiles(&e),
@@ -188,10 +203,16 @@ impl ObjectStore for XattrStore {
             attributes,
             late,
             unsupported: self.unsupported.clone(),
+            deferred,
         }))
     }
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
+        if options.extensions.get::<AwaitDigest>().is_some() {
+            self.pending
+                .settled(&self.inner.path_to_filesystem(location)?)
+                .await;
+        }
         let mut result = self.inner.get_opts(location, options).await?;
         if let GetResultPayload::File(file, path) = result.payload {
             let (file, attributes) = tokio::task::spawn_blocking(move || {
@@ -258,6 +279,8 @@ struct XattrUpload {
     attributes: Attributes,
     late: Option<CompletionAttributes>,
     unsupported: Arc<AtomicBool>,
+    /// Set when the uploader asked for the SHA-256 to be computed here.
+    deferred: Option<(DeferredSha256, Arc<PendingDigests>)>,
 }
 
 #[async_trait]
@@ -270,15 +293,26 @@ impl MultipartUpload for XattrUpload {
         let result = self.inner.complete().await?;
         let attributes =
             merged_attributes(std::mem::take(&mut self.attributes), self.late.as_ref());
+        let crc32 = stored_crc32(&attributes);
         let (path, etag, unsupported) = (
             self.path.clone(),
             result.e_tag.clone(),
             self.unsupported.clone(),
         );
-        let _ = tokio::task::spawn_blocking(move || {
+        let committed = tokio::task::spawn_blocking(move || {
             write_xattrs(&path, etag.as_deref(), &attributes, &unsupported)
         })
         .await;
+        if let (Some((request, pending)), Ok(Some((file, size)))) = (&self.deferred, committed) {
+            let job = Job {
+                file,
+                path: self.path.clone(),
+                size,
+                crc32,
+                xattrs_unsupported: Arc::clone(&self.unsupported),
+            };
+            pending.start(job, request);
+        }
         Ok(result)
     }
 
@@ -397,6 +431,116 @@ mod tests {
             .collect();
         names.sort();
         assert_eq!(names, ["a", "big.bin"]);
+    }
+
+    /// Writes `data` as a multipart upload whose SHA-256 is left to the
+    /// store, labelled at completion with `crc32`; returns the request.
+    async fn deferred_upload(
+        store: &XattrStore,
+        key: &Path,
+        data: &[u8],
+        crc32: &str,
+    ) -> DeferredSha256 {
+        let (late, request) = (CompletionAttributes::default(), DeferredSha256::default());
+        let mut opts = PutMultipartOptions::default();
+        opts.extensions.insert(late.clone());
+        opts.extensions.insert(request.clone());
+        let upload = store.put_multipart_opts(key, opts).await.unwrap();
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, 5 << 20);
+        writer.write(data);
+        let mut known = Attributes::new();
+        known.insert(
+            Attribute::Metadata("crc32".into()),
+            crc32.to_string().into(),
+        );
+        late.set(known);
+        writer.finish().await.unwrap();
+        request
+    }
+
+    fn digests_of(data: &[u8]) -> crate::integrity::ContentDigests {
+        let mut digests = crate::integrity::UploadDigests::new(true);
+        digests.update(data);
+        digests.finish()
+    }
+
+    /// A `head` asking for the digests, right after completion.
+    async fn digest_at(store: &XattrStore, key: &Path) -> Option<String> {
+        let mut options = GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        options.extensions.insert(AwaitDigest);
+        let head = store.get_opts(key, options).await.unwrap();
+        head.attributes
+            .get(&Attribute::Metadata("sha256".into()))
+            .map(|v| v.as_ref().to_string())
+    }
+
+    async fn deferred_digest_lands_on_the_file(store: XattrStore, dir: tempfile::TempDir) {
+        let data: Vec<u8> = (0..(11 << 20) + 5).map(|i| (i % 249) as u8).collect();
+        let expected = digests_of(&data);
+        let key = Path::from("d/big.bin");
+        let request = deferred_upload(&store, &key, &data, &expected.crc32).await;
+        // `head` with AwaitDigest waits for the job: no race, no read.
+        assert_eq!(digest_at(&store, &key).await, expected.sha256);
+        assert_eq!(request.digest().await, expected.sha256);
+        let mut value = [0u8; 64];
+        let n = rustix::fs::getxattr(
+            dir.path().join("d/big.bin"),
+            "user.bucketftp.sha256",
+            &mut value,
+        )
+        .unwrap();
+        assert_eq!(
+            Some(std::str::from_utf8(&value[..n]).unwrap()),
+            expected.sha256.as_deref()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_deferred_sha256_lands_on_the_file_after_completion() {
+        let (dir, store) = store();
+        deferred_digest_lands_on_the_file(store, dir).await;
+    }
+
+    #[tokio::test]
+    async fn a_deferred_sha256_lands_on_the_file_on_the_fallback_path() {
+        let (dir, store) = store();
+        store.give_up_tmpfiles(&"test");
+        deferred_digest_lands_on_the_file(store, dir).await;
+    }
+
+    /// The CRC-32 of what was received must match what is read back, or
+    /// the file gets no SHA-256 (it was changed under the gateway).
+    #[tokio::test]
+    async fn a_file_that_reads_back_differently_gets_no_sha256() {
+        let (_dir, store) = store();
+        let data = vec![3u8; 6 << 20];
+        let key = Path::from("changed.bin");
+        let request = deferred_upload(&store, &key, &data, "00000000").await;
+        assert_eq!(request.digest().await, None);
+        assert_eq!(digest_at(&store, &key).await, None);
+    }
+
+    /// An upload replacing a file whose digest is still being computed
+    /// keeps its own digest: the late one lands on the old inode.
+    #[tokio::test]
+    async fn an_overwrite_keeps_its_own_sha256() {
+        let (_dir, store) = store();
+        let key = Path::from("f.bin");
+        let data = vec![9u8; 12 << 20];
+        let expected = digests_of(&data);
+        let first = deferred_upload(&store, &key, &data, &expected.crc32).await;
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::Metadata("sha256".into()), "second".into());
+        let opts = PutOptions {
+            attributes,
+            ..Default::default()
+        };
+        store.put_opts(&key, "new".into(), opts).await.unwrap();
+        assert_eq!(first.digest().await, expected.sha256);
+        assert_eq!(digest_at(&store, &key).await.as_deref(), Some("second"));
     }
 
     async fn multipart_labelled_at_completion(store: XattrStore) {

@@ -37,8 +37,9 @@
 //! is not mounted or the file system has no `O_TMPFILE`, the caller
 //! ([`crate::local_attributes::XattrStore`]) falls back to `LocalFileSystem`.
 
+use super::deferred::{DeferredSha256, Job, PendingDigests};
 use super::xattrs::{
-    merged_attributes, put_result, set_xattrs, spawn_blocking, CompletionAttributes,
+    merged_attributes, put_result, set_xattrs, spawn_blocking, stored_crc32, CompletionAttributes,
 };
 use async_trait::async_trait;
 use futures::FutureExt;
@@ -216,14 +217,14 @@ impl Tmpfile {
     }
 
     /// Sets `attributes` on the file, then gives it its name (replacing a
-    /// file already there when `replace`). Returns the file's metadata as
-    /// of the link, from which its ETag is computed. Blocking.
+    /// file already there when `replace`). Returns the file with its
+    /// metadata as of the link, from which its ETag is computed. Blocking.
     pub(crate) fn publish(
         self,
         attributes: &Attributes,
         xattrs_unsupported: &AtomicBool,
         replace: bool,
-    ) -> Result<Metadata, TmpfileError> {
+    ) -> Result<Published, TmpfileError> {
         set_xattrs(&self.file, &self.dest, attributes, xattrs_unsupported);
         let metadata = self
             .file
@@ -237,12 +238,12 @@ impl Tmpfile {
         // lookup here does not.
         if replace && std::fs::symlink_metadata(&self.dest).is_ok() {
             self.link_over()?;
-            return Ok(metadata);
+            return Ok(self.published(metadata));
         }
         let mut created_dirs = false;
         loop {
             match link(&self.file, &self.dest) {
-                Ok(()) => return Ok(metadata),
+                Ok(()) => return Ok(self.published(metadata)),
                 Err(source) if source.kind() == ErrorKind::AlreadyExists => {
                     if !replace {
                         return Err(TmpfileError::AlreadyExists {
@@ -251,7 +252,7 @@ impl Tmpfile {
                         });
                     }
                     self.link_over()?;
-                    return Ok(metadata);
+                    return Ok(self.published(metadata));
                 }
                 // The directory was removed while the file was written (an
                 // RMD from another session): recreate it, as a new upload
@@ -269,6 +270,14 @@ impl Tmpfile {
                     })
                 }
             }
+        }
+    }
+
+    fn published(self, metadata: Metadata) -> Published {
+        Published {
+            metadata,
+            file: self.file,
+            path: self.dest,
         }
     }
 
@@ -295,6 +304,17 @@ impl Tmpfile {
             link_error(e)
         })
     }
+}
+
+/// A file [`Tmpfile::publish`] gave its name.
+#[derive(Debug)]
+pub(crate) struct Published {
+    /// As of the link.
+    pub metadata: Metadata,
+    /// Still open: a deferred digest reads it back through this.
+    pub file: File,
+    /// Its name.
+    pub path: PathBuf,
 }
 
 /// `dest#n`: the staging names `LocalFileSystem` uses and hides.
@@ -346,16 +366,20 @@ pub(crate) struct TmpfileUpload {
     attributes: Attributes,
     late: Option<CompletionAttributes>,
     xattrs_unsupported: Arc<AtomicBool>,
+    /// Set when the uploader asked for the SHA-256 to be computed here.
+    deferred: Option<(DeferredSha256, Arc<PendingDigests>)>,
 }
 
 impl TmpfileUpload {
     /// An upload into `file`, labelled with `attributes` and, at
-    /// completion, whatever `late` holds by then.
+    /// completion, whatever `late` holds by then; its SHA-256 computed
+    /// after completion when `deferred` (see [`super::deferred`]).
     pub(crate) fn new(
         file: Tmpfile,
         attributes: Attributes,
         late: Option<CompletionAttributes>,
         xattrs_unsupported: Arc<AtomicBool>,
+        deferred: Option<(DeferredSha256, Arc<PendingDigests>)>,
     ) -> Self {
         Self {
             file: Arc::new(Mutex::new(Some(file))),
@@ -363,6 +387,7 @@ impl TmpfileUpload {
             attributes,
             late,
             xattrs_unsupported,
+            deferred,
         }
     }
 }
@@ -399,10 +424,22 @@ impl MultipartUpload for TmpfileUpload {
     async fn complete(&mut self) -> object_store::Result<PutResult> {
         let attributes =
             merged_attributes(std::mem::take(&mut self.attributes), self.late.as_ref());
+        let crc32 = stored_crc32(&attributes);
         let (slot, unsupported) = (Arc::clone(&self.file), Arc::clone(&self.xattrs_unsupported));
-        let metadata =
+        let published =
             blocking(move || take(&slot)?.publish(&attributes, &unsupported, true)).await?;
-        Ok(put_result(&metadata))
+        let result = put_result(&published.metadata);
+        if let Some((request, pending)) = &self.deferred {
+            let job = Job {
+                size: published.metadata.len(),
+                file: published.file,
+                path: published.path,
+                crc32,
+                xattrs_unsupported: Arc::clone(&self.xattrs_unsupported),
+            };
+            pending.start(job, request);
+        }
+        Ok(result)
     }
 
     async fn abort(&mut self) -> object_store::Result<()> {
@@ -505,7 +542,7 @@ mod tests {
         let n = rustix::fs::getxattr(&dest, "user.bucketftp.sha256", &mut value).unwrap();
         assert_eq!(&value[..n], b"abc");
         assert_eq!(
-            local_etag(&metadata),
+            local_etag(&metadata.metadata),
             local_etag(&std::fs::metadata(&dest).unwrap())
         );
     }

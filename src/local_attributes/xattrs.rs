@@ -88,30 +88,35 @@ pub(crate) fn local_etag(metadata: &std::fs::Metadata) -> String {
     format!("\"{:x}-{:x}-{:x}\"", metadata.ino(), mtime, metadata.len())
 }
 
-/// Writes `attributes` on the file committed at `path` with `etag`.
+/// Writes `attributes` on the file committed at `path` with `etag`, and
+/// returns that file, open, with its size; `None` when it is gone or was
+/// replaced already.
 pub(crate) fn write_xattrs(
     path: &std::path::Path,
     etag: Option<&str>,
     attributes: &Attributes,
     unsupported: &AtomicBool,
-) {
-    if attributes
-        .iter()
-        .all(|(attribute, _)| xattr_name(attribute).is_none())
-    {
-        return;
-    }
+) -> Option<(File, u64)> {
     let Ok(file) = File::open(path) else {
-        return; // already deleted or replaced: nothing to label
+        return None; // already deleted or replaced: nothing to label
     };
-    match (file.metadata(), etag) {
-        (Ok(meta), Some(etag)) if local_etag(&meta) == etag => {}
+    let size = match (file.metadata(), etag) {
+        (Ok(meta), Some(etag)) if local_etag(&meta) == etag => meta.len(),
         _ => {
             tracing::debug!(path = %path.display(), "file replaced before its attributes were written; skipped");
-            return;
+            return None;
         }
-    }
+    };
     set_xattrs(&file, path, attributes, unsupported);
+    Some((file, size))
+}
+
+/// The CRC-32 among `attributes` (what the upload computed from the bytes
+/// it received).
+pub(crate) fn stored_crc32(attributes: &Attributes) -> Option<String> {
+    attributes
+        .get(&Attribute::Metadata(crate::integrity::CRC32_KEY.into()))
+        .map(|value| value.as_ref().to_string())
 }
 
 /// Writes `attributes` on the open `file` (`path` names it in the warning

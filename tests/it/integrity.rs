@@ -338,6 +338,13 @@ async fn one_event_per_commit(backend: Backend) {
     after_appe.extend_from_slice(&more);
     let mut after_rest = first[..10_000].to_vec();
     after_rest.extend_from_slice(&tail);
+    // Larger than a part: multipart, and on file:// its SHA-256 is computed
+    // after the 226, so its event comes once that is done (in any order
+    // with the events of the uploads after it).
+    let big = payload(11 * 1024 * 1024 + 7, 14);
+    ftp.put_file("cam/big.bin", &mut big.as_slice())
+        .await
+        .expect("STOR");
 
     // A client killed mid-upload commits nothing, so no event.
     let killed = gw.login("alice").await;
@@ -351,18 +358,26 @@ async fn one_event_per_commit(backend: Backend) {
         .expect("STOR");
     ftp.quit().await.ok();
 
-    let events = receiver.wait_for(4).await;
+    let events = receiver.wait_for(5).await;
     tokio::time::sleep(Duration::from_millis(200)).await; // extra events would show here
-    let events = {
+    let mut events = {
         let all = receiver.events.lock().unwrap().clone();
         assert_eq!(
             all.len(),
-            4,
+            5,
             "exactly one event per committed upload: {all:?}"
         );
         assert_eq!(all.len(), events.len());
         all
     };
+    let at = events
+        .iter()
+        .position(|(e, _)| e["subject"] == gw.key("cam/big.bin").as_ref())
+        .expect("an event for the multipart upload");
+    let (big_event, _) = events.remove(at);
+    assert_eq!(big_event["data"]["size"], big.len() as u64);
+    assert_eq!(big_event["data"]["sha256"], sha256(&big), "{backend:?}");
+    assert_eq!(big_event["data"]["command"], "STOR");
     let expected: [(&str, &[u8], &str); 4] = [
         ("cam/a.jpg", &first, "STOR"),
         ("cam/a.jpg", &after_appe, "APPE"),
@@ -384,8 +399,12 @@ async fn one_event_per_commit(backend: Backend) {
             .unwrap()
             .contains("testing"));
     }
-    let ids: std::collections::HashSet<_> = events.iter().map(|(e, _)| e["id"].clone()).collect();
-    assert_eq!(ids.len(), 4, "event ids are unique");
+    let ids: std::collections::HashSet<_> = events
+        .iter()
+        .chain([&(big_event, None)])
+        .map(|(e, _)| e["id"].clone())
+        .collect();
+    assert_eq!(ids.len(), 5, "event ids are unique");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -873,15 +873,15 @@ pub fn emulator(args: &[&str]) -> (bool, String) {
 
 /// The attributes the store returns for an object (one HEAD).
 pub async fn attributes(gw: &Gateway, path: &str) -> object_store::Attributes {
+    let mut options = object_store::GetOptions {
+        head: true,
+        ..object_store::GetOptions::default()
+    };
+    // On file:// a large upload's SHA-256 is stored after its 226.
+    options.extensions.insert(bucketftp::AwaitDigest);
     gw.store
         .store
-        .get_opts(
-            &gw.key(path),
-            object_store::GetOptions {
-                head: true,
-                ..object_store::GetOptions::default()
-            },
-        )
+        .get_opts(&gw.key(path), options)
         .await
         .unwrap_or_else(|e| panic!("head {path}: {e}"))
         .attributes
