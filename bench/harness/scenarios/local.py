@@ -11,7 +11,10 @@ memory sample, so the next measure never shares the machine with it and the
 CPU column includes it.
 
 Rounds alternate the contenders (bucketftp, vsftpd, ceiling, bucketftp, …)
-for each measure. The RETR source is a hard link to the same page-cached
+for each measure, and each round starts with the next contender: the one
+going first follows the previous measure's deletions (ext4 here is
+mounted with `discard`), and a fixed order put that on the same server
+every round. The RETR source is a hard link to the same page-cached
 file for everyone; STOR targets are new names, removed (and synced) between
 rounds.
 """
@@ -25,6 +28,12 @@ from ..procs import MIB, Sampler
 
 SCENARIO = "local"
 NO_SHA = "bucketftp, upload_sha256 = false"
+
+
+def rotated(items, r):
+    """`items` starting with the (r mod len)-th."""
+    k = r % len(items)
+    return items[k:] + items[:k]
 
 
 def run(ctx):
@@ -55,7 +64,7 @@ def run(ctx):
             src_sha256 = hashlib.file_digest(f, "sha256").hexdigest()
         for r in ctx.rounds_range():
             ctx.log(f"local round {r + 1}/{ctx.rounds}: STOR {big}")
-            for ep, disk_dir, proc in uploaders:
+            for ep, disk_dir, proc in rotated(uploaders, r):
                 ctx.settle()
                 with Sampler(proc) as s:
                     t = ftp_clients.curl_stor(ep.url(f"stor-{r}.bin"), src, size)
@@ -73,7 +82,7 @@ def run(ctx):
             res.add(SCENARIO, f"STOR {big}", "TCP ceiling", size / MIB / t, "MiB/s")
 
             ctx.log(f"local round {r + 1}/{ctx.rounds}: RETR {big}")
-            for ep, _, proc in contenders:
+            for ep, _, proc in rotated(contenders, r):
                 ctx.settle()
                 with Sampler(proc) as s:
                     t = ftp_clients.curl_retr(ep.url("seed.bin"), size)
@@ -87,7 +96,7 @@ def run(ctx):
             label = f"{count} × {fsize // 1024} KiB, {sessions} sessions"
             ctx.log(f"local round {r + 1}/{ctx.rounds}: {label}")
             for direction in ("stor", "retr"):
-                for ep, disk_dir, proc in (uploaders if direction == "stor" else contenders):
+                for ep, disk_dir, proc in rotated(uploaders if direction == "stor" else contenders, r):
                     d = f"small-{r}"
                     if direction == "stor":
                         ftp_clients.ftp_mkdir(ep, d)
