@@ -3,7 +3,7 @@
 //! Why: SHA-256 is serial within one stream and runs at ~1.6 GiB/s on a
 //! core here (SHA-NI), slower than a loopback client writes to a local disk
 //! (vsftpd takes 1.1–1.75 GiB/s on the benchmark machine). Hashed while the
-//! upload streams, it set the pace of every large `file://` STOR: 0.55–0.66×
+//! upload streams, it set the pace of every large `file://` STOR: 0.48–0.66×
 //! vsftpd, against 0.7–1.08× without it (docs/benchmarks.md). Clouds are
 //! slower than the hash, so there it stays inline.
 //!
