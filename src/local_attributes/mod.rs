@@ -511,6 +511,29 @@ mod tests {
         deferred_digest_lands_on_the_file(store, dir).await;
     }
 
+    /// Shutdown's wait: once `settle_digests` returns 0 the file has its
+    /// SHA-256, without anyone having asked for it.
+    #[tokio::test]
+    async fn settling_waits_for_the_digest_jobs() {
+        let (dir, store) = store();
+        let data = vec![5u8; 7 << 20];
+        let expected = digests_of(&data);
+        let key = Path::from("s.bin");
+        deferred_upload(&store, &key, &data, &expected.crc32).await;
+        assert_eq!(settle_digests(std::time::Duration::from_secs(60)).await, 0);
+        let mut value = [0u8; 64];
+        let n = rustix::fs::getxattr(
+            dir.path().join("s.bin"),
+            "user.bucketftp.sha256",
+            &mut value,
+        )
+        .unwrap();
+        assert_eq!(
+            Some(std::str::from_utf8(&value[..n]).unwrap()),
+            expected.sha256.as_deref()
+        );
+    }
+
     /// The CRC-32 of what was received must match what is read back, or
     /// the file gets no SHA-256 (it was changed under the gateway).
     #[tokio::test]
