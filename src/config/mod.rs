@@ -36,7 +36,9 @@ pub use sections::{
     DEFAULT_LISTEN, DEFAULT_LISTING_MTIME_LIMIT,
 };
 pub use users::{UserConfig, ANONYMOUS_NAMES};
-pub use values::{MemoryBudget, ProxyProtocol, Secret, DEFAULT_DATA_DIR, MIN_PART_SIZE};
+pub use values::{
+    MemoryBudget, ProxyProtocol, Secret, StoreOptions, DEFAULT_DATA_DIR, MIN_PART_SIZE,
+};
 
 use serde::Deserialize;
 use thiserror::Error;

@@ -7,11 +7,10 @@
 //! server gets. `[[users]]` lives in `users`.
 
 use super::choices::{self, LogFormat, PassiveHost, StorageEngine, TlsRequired};
-use super::values::{self, MemoryBudget, ProxyProtocol, Secret};
+use super::values::{self, MemoryBudget, ProxyProtocol, Secret, StoreOptions};
 use crate::integrity::ContentTypes;
 use crate::permissions::PermissionSet;
 use serde::Deserialize;
-use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
@@ -166,7 +165,7 @@ pub struct StorageConfig {
     pub url: Url,
     /// object_store options for the URL (aws_endpoint, google_service_account, azure_storage_use_emulator, timeout, …).
     #[serde(default)]
-    pub options: BTreeMap<String, String>,
+    pub options: StoreOptions,
     /// Multipart part size; memory per upload is about (upload_concurrency + 1) × part_size.
     #[serde(
         default = "StorageConfig::default_part_size",

@@ -2,13 +2,12 @@
 //! home must follow whether they come from the file or from `--user`.
 
 use super::rejected::Rejected;
-use super::values;
+use super::values::{self, StoreOptions};
 use super::ConfigError;
 use crate::passwords::validate_hash;
 use crate::permissions::{Permission, PermissionSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
-use std::collections::BTreeMap;
 use url::Url;
 
 /// Name under which anonymous logins are accepted (RFC 1635 also allows "ftp").
@@ -42,7 +41,7 @@ pub struct UserConfig {
     pub storage: Option<Url>,
     /// object_store options for `storage`.
     #[serde(default)]
-    pub storage_options: BTreeMap<String, String>,
+    pub storage_options: StoreOptions,
     /// Client networks allowed to log in as this user (empty = any).
     #[serde(
         default,
@@ -79,7 +78,7 @@ impl UserConfig {
             permissions: Self::default_permissions(),
             enabled: true,
             storage: None,
-            storage_options: BTreeMap::new(),
+            storage_options: StoreOptions::default(),
             allowed_networks: Vec::new(),
             tls_required: false,
         })

@@ -13,6 +13,7 @@ use super::rejected::{text_with, Rejected};
 use crate::permissions::{Permission, PermissionSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Deserializer};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
@@ -389,6 +390,35 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// object_store options as configured (`[storage.options]`, a user's
+/// `storage_options`): keys and secret access keys, SAS tokens and service
+/// account JSON among them, so `Debug` names the options without their
+/// values.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct StoreOptions(pub BTreeMap<String, String>);
+
+impl std::ops::Deref for StoreOptions {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for StoreOptions {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|name| (name, format_args!("<redacted>"))))
+            .finish()
+    }
+}
+
 /// A file holding a credential (a mounted Kubernetes secret), read once at
 /// load; empty = none. A trailing line break, as editors and `echo` leave
 /// it, is not part of the credential.
@@ -470,6 +500,14 @@ mod tests {
     fn secrets_stay_out_of_debug() {
         assert_eq!(format!("{:?}", Secret("hunter2".into())), "<redacted>");
         assert_eq!(format!("{:?}", Secret::default()), "\"\"");
+        let options = StoreOptions(BTreeMap::from([(
+            "aws_secret_access_key".to_string(),
+            "hunter2".to_string(),
+        )]));
+        assert_eq!(
+            format!("{options:?}"),
+            "{\"aws_secret_access_key\": <redacted>}"
+        );
     }
 
     #[test]
