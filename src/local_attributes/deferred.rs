@@ -24,7 +24,11 @@
 //!   changed under the gateway never gets a digest it does not have.
 //! - **`HASH` still never reads the object back** through the store: it
 //!   passes [`AwaitDigest`], and `head` then waits for the job of that path
-//!   (at most ~0.7 s per GiB) before reading the xattrs.
+//!   (at most ~0.7 s per GiB) before reading the xattrs. Jobs are found by
+//!   the name the upload gave the file: one renamed before its job ended
+//!   gets its xattr all the same (it is on the inode), but a HASH of the
+//!   new name in that window does not wait and computes the digest by
+//!   reading the file, as for a file another tool wrote.
 //! - **Bounded**: at most one job per core hashes at a time (each with one
 //!   [`BUFFER`]); jobs waiting hold only their descriptor.
 //! - **The upload event waits for it**, so it carries the SHA-256
