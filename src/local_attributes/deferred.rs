@@ -24,7 +24,7 @@
 //!   changed under the gateway never gets a digest it does not have.
 //! - **`HASH` still never reads the object back** through the store: it
 //!   passes [`AwaitDigest`], and `head` then waits for the job of that path
-//!   (at most ~0.7 s per GiB) before reading the xattrs. Jobs are found by
+//!   (~0.7 s per GiB, a minute at most) before reading the xattrs. Jobs are found by
 //!   the name the upload gave the file: one renamed before its job ended
 //!   gets its xattr all the same (it is on the inode), but a HASH of the
 //!   new name in that window does not wait and computes the digest by
@@ -54,6 +54,11 @@ use tokio::sync::{watch, Semaphore};
 /// Bytes read per `pread`: small enough to stay in the core's L2 cache
 /// between the read and the hash.
 const BUFFER: usize = 256 * 1024;
+
+/// Longest a `head` with [`AwaitDigest`] waits for a job: a 5 GiB file
+/// hashes in ~4 s, but jobs queue behind one per core, and a stalled file
+/// system must not hold a HASH (and its control connection) for ever.
+const AWAIT_LIMIT: Duration = Duration::from_secs(60);
 
 /// A job's progress: `None` while it runs, then the SHA-256 it stored
 /// (`Some(None)` when it could not: a read error, a changed file).
@@ -134,14 +139,15 @@ impl PendingDigests {
         });
     }
 
-    /// Returns once no job is computing the digest of `path`.
+    /// Returns once no job is computing the digest of `path`, or after
+    /// [`AWAIT_LIMIT`] (the caller then finds no digest and computes it).
     pub(crate) async fn settled(&self, path: &Path) {
         let job = match self.jobs.lock() {
             Ok(jobs) => jobs.get(path).map(|(_, job)| job.clone()),
             Err(_) => None,
         };
         if let Some(mut job) = job {
-            let _ = job.wait_for(Option::is_some).await;
+            let _ = tokio::time::timeout(AWAIT_LIMIT, job.wait_for(Option::is_some)).await;
         }
     }
 
