@@ -97,23 +97,60 @@ pub(crate) struct PendingDigests {
     next_id: AtomicU64,
 }
 
-/// What a job needs besides the file.
-pub(crate) struct Job {
-    /// The file as committed, read through this descriptor.
-    pub file: File,
-    /// Its name (for waiting `head`s and for logs).
-    pub path: PathBuf,
-    /// Its size as committed.
-    pub size: u64,
-    /// The CRC-32 computed from the bytes received (hex), to check against.
-    pub crc32: Option<String>,
+/// One upload's [`DeferredSha256`] request, taken by a store: where its job
+/// will run and what it needs from the store.
+#[derive(Debug)]
+pub(crate) struct Deferral {
+    request: DeferredSha256,
+    pending: Arc<PendingDigests>,
     /// The store's "this file system refuses xattrs" flag.
-    pub xattrs_unsupported: Arc<AtomicBool>,
+    xattrs_unsupported: Arc<AtomicBool>,
+}
+
+impl Deferral {
+    /// Starts the job for the committed `file`, named `path`, of `size`
+    /// bytes; `crc32` is the CRC-32 computed from the bytes received (hex).
+    pub(crate) fn start(&self, file: File, path: PathBuf, size: u64, crc32: Option<String>) {
+        let job = Job {
+            file,
+            path,
+            size,
+            crc32,
+            xattrs_unsupported: Arc::clone(&self.xattrs_unsupported),
+        };
+        self.pending.start(job, &self.request);
+    }
+}
+
+/// What a job needs.
+struct Job {
+    /// The file as committed, read through this descriptor.
+    file: File,
+    /// Its name (for waiting `head`s and for logs).
+    path: PathBuf,
+    /// Its size as committed.
+    size: u64,
+    /// The CRC-32 computed from the bytes received, to check against.
+    crc32: Option<String>,
+    xattrs_unsupported: Arc<AtomicBool>,
 }
 
 impl PendingDigests {
+    /// Takes an upload's `request` for this store's jobs.
+    pub(crate) fn deferral(
+        self: &Arc<Self>,
+        request: &DeferredSha256,
+        xattrs_unsupported: &Arc<AtomicBool>,
+    ) -> Deferral {
+        Deferral {
+            request: request.clone(),
+            pending: Arc::clone(self),
+            xattrs_unsupported: Arc::clone(xattrs_unsupported),
+        }
+    }
+
     /// Starts `job` in the background and tells `request` about it.
-    pub(crate) fn start(self: &Arc<Self>, job: Job, request: &DeferredSha256) {
+    fn start(self: &Arc<Self>, job: Job, request: &DeferredSha256) {
         let (done, outcome) = watch::channel(None);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut jobs) = self.jobs.lock() {

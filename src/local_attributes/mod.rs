@@ -11,9 +11,9 @@
 //! Why xattrs and not computing digests on demand: `HASH` must answer in
 //! constant time whatever the file size, and a sidecar file would show up
 //! in listings and survive renames badly. (The SHA-256 of an upload larger
-//! than a part is set just after its commit, see `deferred`.) xattrs move with `rename(2)` and
-//! with the hard link `copy` makes; ext4, XFS, btrfs and tmpfs keep `user.*`
-//! xattrs. Where the file system refuses them (some network mounts) the
+//! than a part is set just after its commit, see `deferred`.) xattrs move
+//! with `rename(2)` and with the hard link `copy` makes; ext4, XFS, btrfs
+//! and tmpfs keep `user.*` xattrs. Where the file system refuses them (some network mounts) the
 //! upload still succeeds, a warning is logged once, and checksums are
 //! computed on demand instead.
 //!
@@ -42,7 +42,7 @@ mod xattrs;
 use async_trait::async_trait;
 pub use deferred::AwaitDigest;
 pub(crate) use deferred::{settle as settle_digests, DeferredSha256};
-use deferred::{Job, PendingDigests};
+use deferred::{Deferral, PendingDigests};
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -179,7 +179,7 @@ impl ObjectStore for XattrStore {
         let deferred = opts
             .extensions
             .get::<DeferredSha256>()
-            .map(|request| (request.clone(), Arc::clone(&self.pending)));
+            .map(|request| self.pending.deferral(request, &self.unsupported));
         if self.tmpfiles() {
             let path = self.inner.path_to_filesystem(location)?;
             match spawn_blocking(move || Tmpfile::create(&path)).await? {
@@ -280,7 +280,7 @@ struct XattrUpload {
     late: Option<CompletionAttributes>,
     unsupported: Arc<AtomicBool>,
     /// Set when the uploader asked for the SHA-256 to be computed here.
-    deferred: Option<(DeferredSha256, Arc<PendingDigests>)>,
+    deferred: Option<Deferral>,
 }
 
 #[async_trait]
@@ -303,15 +303,8 @@ impl MultipartUpload for XattrUpload {
             write_xattrs(&path, etag.as_deref(), &attributes, &unsupported)
         })
         .await;
-        if let (Some((request, pending)), Ok(Some((file, size)))) = (&self.deferred, committed) {
-            let job = Job {
-                file,
-                path: self.path.clone(),
-                size,
-                crc32,
-                xattrs_unsupported: Arc::clone(&self.unsupported),
-            };
-            pending.start(job, request);
+        if let (Some(deferral), Ok(Some((file, size)))) = (&self.deferred, committed) {
+            deferral.start(file, self.path.clone(), size, crc32);
         }
         Ok(result)
     }

@@ -37,7 +37,7 @@
 //! is not mounted or the file system has no `O_TMPFILE`, the caller
 //! ([`crate::local_attributes::XattrStore`]) falls back to `LocalFileSystem`.
 
-use super::deferred::{DeferredSha256, Job, PendingDigests};
+use super::deferred::Deferral;
 use super::xattrs::{
     merged_attributes, put_result, set_xattrs, spawn_blocking, stored_crc32, CompletionAttributes,
 };
@@ -367,7 +367,7 @@ pub(crate) struct TmpfileUpload {
     late: Option<CompletionAttributes>,
     xattrs_unsupported: Arc<AtomicBool>,
     /// Set when the uploader asked for the SHA-256 to be computed here.
-    deferred: Option<(DeferredSha256, Arc<PendingDigests>)>,
+    deferred: Option<Deferral>,
 }
 
 impl TmpfileUpload {
@@ -379,7 +379,7 @@ impl TmpfileUpload {
         attributes: Attributes,
         late: Option<CompletionAttributes>,
         xattrs_unsupported: Arc<AtomicBool>,
-        deferred: Option<(DeferredSha256, Arc<PendingDigests>)>,
+        deferred: Option<Deferral>,
     ) -> Self {
         Self {
             file: Arc::new(Mutex::new(Some(file))),
@@ -429,15 +429,9 @@ impl MultipartUpload for TmpfileUpload {
         let published =
             blocking(move || take(&slot)?.publish(&attributes, &unsupported, true)).await?;
         let result = put_result(&published.metadata);
-        if let Some((request, pending)) = &self.deferred {
-            let job = Job {
-                size: published.metadata.len(),
-                file: published.file,
-                path: published.path,
-                crc32,
-                xattrs_unsupported: Arc::clone(&self.xattrs_unsupported),
-            };
-            pending.start(job, request);
+        if let Some(deferral) = &self.deferred {
+            let size = published.metadata.len();
+            deferral.start(published.file, published.path, size, crc32);
         }
         Ok(result)
     }
