@@ -77,6 +77,7 @@ lazy!(TRANSFER_SECONDS_H: HistogramVec = register_histogram_vec!("bucketftp_tran
 lazy!(TRANSFER_BYTES_H: HistogramVec = register_histogram_vec!("bucketftp_transfer_size_bytes", "Size of finished transfers", &["direction", "outcome"], SIZE_BUCKETS.to_vec()));
 lazy!(MULTIPART: IntCounter = register_int_counter!("bucketftp_multipart_uploads_total", "Uploads that became multipart uploads"));
 lazy!(PARTS: IntCounter = register_int_counter!("bucketftp_multipart_parts_total", "Multipart parts uploaded"));
+lazy!(SPLICED: IntCounter = register_int_counter!("bucketftp_spliced_uploads_total", "Uploads spliced from the data socket into a file (file:// over plain TCP)"));
 lazy!(STORAGE_SECONDS_H: HistogramVec = register_histogram_vec!("bucketftp_storage_operation_duration_seconds", "Latency of object-store requests by operation and outcome", &["backend", "operation", "outcome"], STORAGE_SECONDS.to_vec()));
 lazy!(STORAGE_ERRORS: IntCounterVec = register_int_counter_vec!("bucketftp_storage_errors_total", "Object-store errors by operation and kind", &["backend", "operation", "kind"]));
 lazy!(EVENTS_QUEUED: IntGauge = register_int_gauge!("bucketftp_events_queue_depth", "Upload events waiting for or in webhook delivery"));
@@ -100,6 +101,7 @@ pub(crate) fn init() {
     LazyLock::force(&BYTES_SENT);
     LazyLock::force(&MULTIPART);
     LazyLock::force(&PARTS);
+    LazyLock::force(&SPLICED);
     LazyLock::force(&READY);
     LazyLock::force(&BUDGET_TOTAL);
     LazyLock::force(&BUDGET_IN_USE);
@@ -188,6 +190,11 @@ pub(crate) fn transfer_outcome(direction: Direction, ok: bool, took: Duration, b
 /// An upload outgrew one part and became a multipart upload.
 pub(crate) fn multipart_started() {
     MULTIPART.inc();
+}
+
+/// An upload is received by `splice(2)` (`crate::backend::spliced`).
+pub(crate) fn splice_started() {
+    SPLICED.inc();
 }
 
 /// One multipart part was uploaded.

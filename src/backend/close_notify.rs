@@ -12,6 +12,7 @@
 //! connection never yields `UnexpectedEof` (its end reads as 0 bytes), so the
 //! switch changes nothing for unencrypted uploads.
 
+use super::commit_rule::{DataSource, RawRead};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, ReadBuf};
@@ -58,6 +59,21 @@ impl<R: AsyncRead + Unpin> AsyncRead for UploadEnd<R> {
             }
             other => other,
         }
+    }
+}
+
+/// close_notify is TLS's: the raw socket (plain TCP only) passes through.
+impl<R: DataSource> DataSource for UploadEnd<R> {
+    fn is_raw(&self) -> bool {
+        self.inner.is_raw()
+    }
+
+    fn poll_read_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: RawRead<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        self.inner.poll_read_raw(cx, read)
     }
 }
 

@@ -14,10 +14,15 @@
 //! answered 4xx ([`Cut`]), never with a false 226.
 //!
 //! The same reader is where a silent data connection times out and where
-//! received bytes are counted, so both engines report them alike.
+//! received bytes are counted, so both engines report them alike. An engine
+//! that moves the bytes without reading them ([`UploadInput::poll_read_raw`],
+//! `file://` over plain TCP, see [`super::spliced`]) goes through the same
+//! rules.
 
 use crate::transfers::{SessionContext, TransferGuard};
+use std::any::Any;
 use std::future::Future;
+use std::os::fd::BorrowedFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -79,9 +84,100 @@ impl InputReport {
     }
 }
 
+/// A read of the data socket itself: takes bytes from it (0 = the client
+/// closed it) and fails with `WouldBlock` instead of waiting.
+pub(crate) type RawRead<'a> = &'a mut dyn FnMut(BorrowedFd<'_>) -> std::io::Result<usize>;
+
+/// The client's data connection: readable, and on plain TCP also usable as
+/// the socket itself (the engine's [`libunftp::DataReader`]).
+pub(crate) trait DataSource: AsyncRead + Send + Sync + Unpin {
+    /// Whether [`poll_read_raw`](Self::poll_read_raw) works.
+    fn is_raw(&self) -> bool {
+        false
+    }
+
+    /// Runs `read` on the socket once it is readable (see
+    /// [`libunftp::DataReader::poll_read_raw`]); `Unsupported` when not
+    /// [`is_raw`](Self::is_raw).
+    fn poll_read_raw(
+        &mut self,
+        _cx: &mut Context<'_>,
+        _read: RawRead<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        Poll::Ready(Err(std::io::ErrorKind::Unsupported.into()))
+    }
+}
+
+impl DataSource for libunftp::DataReader {
+    fn is_raw(&self) -> bool {
+        self.is_plain_tcp()
+    }
+
+    fn poll_read_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: RawRead<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        libunftp::DataReader::poll_read_raw(self, cx, read)
+    }
+}
+
+impl DataSource for Box<dyn DataSource> {
+    fn is_raw(&self) -> bool {
+        (**self).is_raw()
+    }
+
+    fn poll_read_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: RawRead<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        (**self).poll_read_raw(cx, read)
+    }
+}
+
+/// Any other reader (tests): readable only. (`None` only once
+/// [`data_source`] took the engine's reader out, which it then returns.)
+pub(crate) struct Readable<R>(Option<R>);
+
+impl<R> Readable<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        Self(Some(inner))
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Readable<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.0.as_mut() {
+            Some(inner) => Pin::new(inner).poll_read(cx, buf),
+            None => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+}
+
+impl<R: AsyncRead + Send + Sync + Unpin> DataSource for Readable<R> {}
+
+/// What `put` received, as a [`DataSource`]: the engine hands it a
+/// [`libunftp::DataReader`], recovered here from the generic type.
+pub(crate) fn data_source<R>(input: R) -> Box<dyn DataSource>
+where
+    R: AsyncRead + Send + Sync + Unpin + 'static,
+{
+    let mut input = Readable::new(input);
+    let engine = (&mut input.0 as &mut dyn Any).downcast_mut::<Option<libunftp::DataReader>>();
+    match engine.and_then(Option::take) {
+        Some(reader) => Box::new(reader),
+        None => Box::new(input),
+    }
+}
+
 /// The client's upload as an engine reads it (see the module docs).
 pub(crate) struct UploadInput {
-    inner: Box<dyn AsyncRead + Send + Sync + Unpin>,
+    inner: Box<dyn DataSource>,
     session: Arc<SessionContext>,
     shutdown: CancellationToken,
     shutdown_signal: Pin<Box<WaitForCancellationFutureOwned>>,
@@ -100,7 +196,7 @@ impl UploadInput {
     /// Wraps the client's data connection for the upload `guard` registers;
     /// `idle` is `server.idle_timeout`.
     pub(crate) fn new(
-        inner: impl AsyncRead + Send + Sync + Unpin + 'static,
+        inner: Box<dyn DataSource>,
         session: Arc<SessionContext>,
         guard: &TransferGuard,
         idle: Duration,
@@ -108,7 +204,7 @@ impl UploadInput {
         let shutdown = guard.shutdown_signal();
         let report = Arc::new(InputReport::default());
         let input = Self {
-            inner: Box::new(inner),
+            inner,
             session,
             shutdown_signal: Box::pin(shutdown.clone().cancelled_owned()),
             shutdown,
@@ -135,7 +231,7 @@ impl UploadInput {
         }
     }
 
-    fn cut(&mut self, cut: Cut) -> Poll<std::io::Result<()>> {
+    fn cut<T>(&mut self, cut: Cut) -> Poll<std::io::Result<T>> {
         let _ = self.report.cut.set(cut);
         Poll::Ready(Err(cut_error(cut)))
     }
@@ -149,6 +245,74 @@ fn cut_error(cut: Cut) -> std::io::Error {
     std::io::Error::new(kind, cut)
 }
 
+impl UploadInput {
+    /// Whether the data connection can be used as the socket itself
+    /// ([`poll_read_raw`](Self::poll_read_raw)).
+    pub(crate) fn is_raw(&self) -> bool {
+        self.inner.is_raw()
+    }
+
+    /// Runs `read` on the data socket itself (see [`DataSource`]) under the
+    /// same rules as `poll_read`: `Ok(0)` only at the end of a complete
+    /// file, an error when the upload was cut.
+    pub(crate) fn poll_read_raw(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: RawRead<'_>,
+    ) -> Poll<std::io::Result<usize>> {
+        self.poll_under_rules(cx, |inner, cx| inner.poll_read_raw(cx, read))
+    }
+
+    /// One read of the client (`read` returns how many bytes it took, 0 at
+    /// the end of the data) with the module's rules around it.
+    fn poll_under_rules(
+        &mut self,
+        cx: &mut Context<'_>,
+        read: impl FnOnce(&mut dyn DataSource, &mut Context<'_>) -> Poll<std::io::Result<usize>>,
+    ) -> Poll<std::io::Result<usize>> {
+        if let Some(cut) = self.report.cut() {
+            return Poll::Ready(Err(cut_error(cut)));
+        }
+        if self.finished {
+            return Poll::Ready(Ok(0));
+        }
+        if self.shutdown_signal.as_mut().poll(cx).is_ready() {
+            return self.cut(Cut::Shutdown);
+        }
+        if !self.waiting {
+            let deadline = tokio::time::Instant::now() + self.idle;
+            self.idle_timer.as_mut().reset(deadline);
+        }
+        match read(&mut *self.inner, cx) {
+            Poll::Pending => {
+                if self.idle_timer.as_mut().poll(cx).is_ready() {
+                    return self.cut(Cut::Idle(self.idle));
+                }
+                self.waiting = true;
+                Poll::Pending
+            }
+            Poll::Ready(Err(e)) => {
+                self.waiting = false;
+                Poll::Ready(Err(e))
+            }
+            Poll::Ready(Ok(n)) if n > 0 => {
+                self.waiting = false;
+                self.report.received.fetch_add(n as u64, Ordering::Relaxed);
+                crate::metrics::bytes_received(n);
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Ok(_)) => {
+                self.waiting = false;
+                if let Some(cut) = self.cut_at_end() {
+                    return self.cut(cut);
+                }
+                self.finished = true;
+                Poll::Ready(Ok(0))
+            }
+        }
+    }
+}
+
 impl AsyncRead for UploadInput {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -159,44 +323,16 @@ impl AsyncRead for UploadInput {
         if let Some(cut) = this.report.cut() {
             return Poll::Ready(Err(cut_error(cut)));
         }
-        if this.finished || buf.remaining() == 0 {
+        if buf.remaining() == 0 {
             return Poll::Ready(Ok(()));
         }
-        if this.shutdown_signal.as_mut().poll(cx).is_ready() {
-            return this.cut(Cut::Shutdown);
-        }
-        if !this.waiting {
-            let deadline = tokio::time::Instant::now() + this.idle;
-            this.idle_timer.as_mut().reset(deadline);
-        }
-        let before = buf.filled().len();
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Pending => {
-                if this.idle_timer.as_mut().poll(cx).is_ready() {
-                    return this.cut(Cut::Idle(this.idle));
-                }
-                this.waiting = true;
-                Poll::Pending
-            }
-            Poll::Ready(Err(e)) => {
-                this.waiting = false;
-                Poll::Ready(Err(e))
-            }
-            Poll::Ready(Ok(())) => {
-                this.waiting = false;
-                let n = buf.filled().len() - before;
-                if n > 0 {
-                    this.report.received.fetch_add(n as u64, Ordering::Relaxed);
-                    crate::metrics::bytes_received(n);
-                    return Poll::Ready(Ok(()));
-                }
-                if let Some(cut) = this.cut_at_end() {
-                    return this.cut(cut);
-                }
-                this.finished = true;
-                Poll::Ready(Ok(()))
-            }
-        }
+        this.poll_under_rules(cx, |inner, cx| {
+            let before = buf.filled().len();
+            Pin::new(inner)
+                .poll_read(cx, buf)
+                .map_ok(|()| buf.filled().len() - before)
+        })
+        .map_ok(|_| ())
     }
 }
 
@@ -215,8 +351,12 @@ mod tests {
     async fn a_complete_upload_ends_in_end_of_file_and_is_counted() {
         let transfers = Transfers::new(None);
         let guard = transfers.begin(Direction::Upload).unwrap();
-        let (mut input, report) =
-            UploadInput::new(&b"hello"[..], session(), &guard, Duration::from_secs(30));
+        let (mut input, report) = UploadInput::new(
+            Box::new(Readable::new(&b"hello"[..])),
+            session(),
+            &guard,
+            Duration::from_secs(30),
+        );
         let mut read = Vec::new();
         input.read_to_end(&mut read).await.unwrap();
         assert_eq!(read, b"hello");
@@ -233,8 +373,12 @@ mod tests {
     async fn shutdown_cuts_the_upload_instead_of_ending_it() {
         let transfers = Transfers::new(None);
         let guard = transfers.begin(Direction::Upload).unwrap();
-        let (mut input, report) =
-            UploadInput::new(&b"hello"[..], session(), &guard, Duration::from_secs(30));
+        let (mut input, report) = UploadInput::new(
+            Box::new(Readable::new(&b"hello"[..])),
+            session(),
+            &guard,
+            Duration::from_secs(30),
+        );
         let draining = tokio::spawn({
             let transfers = transfers.clone();
             async move { transfers.drain(Duration::ZERO).await }
@@ -258,7 +402,8 @@ mod tests {
         // The client end stays open and sends nothing.
         let (_client, server) = tokio::io::duplex(64);
         let idle = Duration::from_millis(20);
-        let (mut input, report) = UploadInput::new(server, session(), &guard, idle);
+        let (mut input, report) =
+            UploadInput::new(Box::new(Readable::new(server)), session(), &guard, idle);
         let err = input.read(&mut [0u8; 8]).await.unwrap_err();
         assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
         assert_eq!(report.cut(), Some(Cut::Idle(idle)));

@@ -49,7 +49,7 @@ impl DirStyle {
     /// Storage Explorer.
     pub(crate) fn of(kind: &StoreKind) -> Self {
         match kind {
-            StoreKind::Local { fs, root } => Self::Filesystem {
+            StoreKind::Local { fs, root, .. } => Self::Filesystem {
                 fs: fs.clone(),
                 root: root.clone(),
             },

@@ -46,6 +46,7 @@ mod object_engine;
 pub(crate) mod reply_codes;
 pub(crate) mod sbe_gcs;
 mod settings;
+mod spliced;
 pub(crate) mod upload;
 
 pub(crate) use account::{Account, SessionUser};
@@ -319,7 +320,10 @@ impl StorageBackend<SessionUser> for ObjectBackend {
     ) -> StorageResult<u64> {
         let path = path.as_ref().to_path_buf();
         let started = Instant::now();
-        let input = close_notify::UploadEnd::new(input, self.settings.require_close_notify);
+        let input = close_notify::UploadEnd::new(
+            commit_rule::data_source(input),
+            self.settings.require_close_notify,
+        );
         let result = async {
             self.allow(user, Permission::Write)?;
             let key = self.resolve(user, &path).await?;
@@ -339,7 +343,8 @@ impl StorageBackend<SessionUser> for ObjectBackend {
             }
             let guard = self.begin(Direction::Upload)?;
             let idle = self.settings.upload.idle_timeout;
-            let (input, report) = UploadInput::new(input, self.session.clone(), &guard, idle);
+            let (input, report) =
+                UploadInput::new(Box::new(input), self.session.clone(), &guard, idle);
             let transfer = self.transfer(user, &guard);
             let stored = engine.write(&key, input, start_pos, &transfer).await;
             // A cut upload is answered for its cut, whatever the engine made

@@ -13,7 +13,7 @@ use super::engine::{
     not_found, BeginDownload, ByteStream, Engine, Listing, ObjectMetadata, Transfer,
 };
 use super::reply_codes::{local_path_error, storage_error};
-use super::{checksums, download, local_paths, modified_time, name_pattern, upload};
+use super::{checksums, download, local_paths, modified_time, name_pattern, spliced, upload};
 use crate::integrity::Algorithm;
 use crate::memory_budget;
 use crate::store_url::{OpenedStore, StoreKind};
@@ -59,7 +59,7 @@ impl Engine for ObjectEngine {
     /// On `file://`: names the store reserves and symbolic links leading
     /// outside its root are refused.
     async fn admit(&self, key: &ObjectPath) -> StorageResult<()> {
-        if let StoreKind::Local { root, fs } = &self.store.kind {
+        if let StoreKind::Local { root, fs, .. } = &self.store.kind {
             local_paths::check(root, fs, key)
                 .await
                 .map_err(local_path_error)?;
@@ -180,6 +180,27 @@ impl Engine for ObjectEngine {
             store_url: self.store.display_url.clone(),
             user: transfer.user.account.name.clone(),
         };
+        if let (StoreKind::Local { xattrs, .. }, None, true) =
+            (&self.store.kind, &existing, input.is_raw())
+        {
+            let direct = xattrs
+                .direct_upload(key, settings.attributes(key))
+                .await
+                .map_err(storage_error)?;
+            if let Some(direct) = direct {
+                return spliced::receive(
+                    direct,
+                    input,
+                    target,
+                    &settings,
+                    memory,
+                    transfer.session,
+                    transfer.guard,
+                )
+                .await
+                .map_err(StorageError::from);
+            }
+        }
         upload::upload(
             target,
             existing,

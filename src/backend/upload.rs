@@ -69,7 +69,7 @@ pub(crate) struct UploadSettings {
 impl UploadSettings {
     /// Attributes every new object named `key` gets before its content is
     /// known.
-    fn attributes(&self, key: &ObjectPath) -> object_store::Attributes {
+    pub(crate) fn attributes(&self, key: &ObjectPath) -> object_store::Attributes {
         let mut attributes = object_store::Attributes::new();
         if let Some(class) = &self.storage_class {
             attributes.insert(object_store::Attribute::StorageClass, class.clone().into());
@@ -375,33 +375,55 @@ where
         Ok(digests) => {
             let deferred = sink.deferred.clone();
             sink.finish(&digests).await.map_err(UploadError::Store)?;
-            if let Some(events) = events {
-                let event = ObjectCreated {
-                    store_url: target.store_url,
-                    key: target.key.to_string(),
-                    size: digests.size,
-                    sha256: digests.sha256.clone(),
-                    user: target.user,
-                    client: session.peer,
-                    session: session.id,
-                    command,
-                };
-                match deferred {
-                    // The event carries the SHA-256: it goes once the
-                    // store has it (the client has its 226 meanwhile).
-                    Some(deferred) => drop(tokio::spawn(async move {
-                        let sha256 = deferred.digest().await;
-                        events.object_created(ObjectCreated { sha256, ..event });
-                    })),
-                    None => events.object_created(event),
-                }
-            }
+            let sha256 = digests.sha256.clone();
+            announce(
+                events,
+                target,
+                session,
+                command,
+                digests.size,
+                sha256,
+                deferred,
+            );
             Ok(digests)
         }
         Err(e) => {
             sink.abort().await;
             Err(e)
         }
+    }
+}
+
+/// Queues the event of an upload committed as `target` (`size` bytes, its
+/// SHA-256 known now or, when `deferred`, once the store has it).
+pub(crate) fn announce(
+    events: Option<Events>,
+    target: UploadTarget,
+    session: &SessionContext,
+    command: &'static str,
+    size: u64,
+    sha256: Option<String>,
+    deferred: Option<DeferredSha256>,
+) {
+    let Some(events) = events else { return };
+    let event = ObjectCreated {
+        store_url: target.store_url,
+        key: target.key.to_string(),
+        size,
+        sha256,
+        user: target.user,
+        client: session.peer,
+        session: session.id,
+        command,
+    };
+    match deferred {
+        // The event carries the SHA-256: it goes once the store has it (the
+        // client has its 226 meanwhile).
+        Some(deferred) => drop(tokio::spawn(async move {
+            let sha256 = deferred.digest().await;
+            events.object_created(ObjectCreated { sha256, ..event });
+        })),
+        None => events.object_created(event),
     }
 }
 

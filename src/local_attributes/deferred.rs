@@ -40,15 +40,15 @@
 //! Cost: the same SHA-256 as before plus one read of the file from the page
 //! cache (~0.1 s of CPU per GiB), after the 226 instead of before it.
 
-use crate::integrity::{UploadDigests, SHA256_KEY};
+use crate::integrity::{ContentDigests, UploadDigests, CRC32_KEY, SHA256_KEY};
 use object_store::{Attribute, Attributes};
 use std::collections::HashMap;
-use std::fs::File;
+use std::fs::{File, Metadata};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::{watch, Semaphore};
 
 /// Bytes read per `pread`: small enough to stay in the core's L2 cache
@@ -111,15 +111,46 @@ impl Deferral {
     /// Starts the job for the committed `file`, named `path`, of `size`
     /// bytes; `crc32` is the CRC-32 computed from the bytes received (hex).
     pub(crate) fn start(&self, file: File, path: PathBuf, size: u64, crc32: Option<String>) {
+        self.start_job(file, path, size, Check::Received(crc32), true);
+    }
+
+    /// Starts the job for a committed `file` whose bytes the gateway never
+    /// saw (spliced into it, see `super::direct`): the job computes its
+    /// CRC-32 too (and its SHA-256 when `sha256`) and stores both, as long
+    /// as the file's size and modification time are still `metadata`'s.
+    pub(crate) fn start_unseen(
+        &self,
+        file: File,
+        path: PathBuf,
+        metadata: &Metadata,
+        sha256: bool,
+    ) {
+        let check = Check::Unchanged(metadata.modified().ok());
+        self.start_job(file, path, metadata.len(), check, sha256);
+    }
+
+    fn start_job(&self, file: File, path: PathBuf, size: u64, check: Check, sha256: bool) {
         let job = Job {
             file,
             path,
             size,
-            crc32,
+            check,
+            sha256,
             xattrs_unsupported: Arc::clone(&self.xattrs_unsupported),
         };
         self.pending.start(job, &self.request);
     }
+}
+
+/// How a job knows that what it reads is what the client sent.
+enum Check {
+    /// The CRC-32 computed from the bytes received (hex): what is read back
+    /// must have it.
+    Received(Option<String>),
+    /// The bytes were never seen: the file must not have been written since
+    /// its commit (this modification time, the size committed), and its
+    /// CRC-32 is stored as well.
+    Unchanged(Option<SystemTime>),
 }
 
 /// What a job needs.
@@ -130,8 +161,9 @@ struct Job {
     path: PathBuf,
     /// Its size as committed.
     size: u64,
-    /// The CRC-32 computed from the bytes received, to check against.
-    crc32: Option<String>,
+    check: Check,
+    /// Whether to compute SHA-256 (`storage.upload_sha256`).
+    sha256: bool,
     xattrs_unsupported: Arc<AtomicBool>,
 }
 
@@ -198,39 +230,61 @@ impl PendingDigests {
     }
 }
 
-/// Reads the file back, checks it against the CRC-32 of what was received,
-/// and stores its SHA-256. Blocking.
+/// Reads the file back, checks it (see [`Check`]) and stores its SHA-256
+/// (and its CRC-32 when the upload could not compute it). Blocking.
 fn label(job: Job) -> Option<String> {
     let Job {
         file,
         path,
         size,
-        crc32,
+        check,
+        sha256,
         xattrs_unsupported,
     } = job;
-    let digests = match read_back(&file, size) {
-        Ok(digests) => digests.finish(),
+    let digests = match read_back(&file, size, sha256) {
+        Ok(digests) => digests,
         Err(e) => {
-            tracing::error!(path = %path.display(), cause = %e, "cannot read the upload back for its SHA-256; HASH will compute it on demand");
+            tracing::error!(path = %path.display(), cause = %e, "cannot read the upload back for its digests; HASH will compute them on demand");
             return None;
         }
     };
-    if crc32.as_deref() != Some(digests.crc32.as_str()) {
-        tracing::error!(path = %path.display(), received = ?crc32, stored = %digests.crc32, "file changed after its upload completed; no SHA-256 stored");
-        return None;
-    }
-    let sha256 = digests.sha256?;
     let mut attributes = Attributes::new();
-    attributes.insert(
-        Attribute::Metadata(SHA256_KEY.into()),
-        sha256.clone().into(),
-    );
+    match check {
+        Check::Received(crc32) => {
+            if crc32.as_deref() != Some(digests.crc32.as_str()) {
+                tracing::error!(path = %path.display(), received = ?crc32, stored = %digests.crc32, "file changed after its upload completed; no SHA-256 stored");
+                return None;
+            }
+        }
+        Check::Unchanged(modified) => {
+            let now = file.metadata().ok();
+            let unchanged = now.as_ref().is_some_and(|now| {
+                now.len() == size && modified.is_some() && now.modified().ok() == modified
+            });
+            if !unchanged {
+                tracing::error!(path = %path.display(), "file changed after its upload completed; no digests stored");
+                return None;
+            }
+            attributes.insert(
+                Attribute::Metadata(CRC32_KEY.into()),
+                digests.crc32.clone().into(),
+            );
+        }
+    }
+    if let Some(sha256) = &digests.sha256 {
+        attributes.insert(
+            Attribute::Metadata(SHA256_KEY.into()),
+            sha256.clone().into(),
+        );
+    }
     super::xattrs::set_xattrs(&file, &path, &attributes, &xattrs_unsupported);
-    Some(sha256)
+    digests.sha256
 }
 
-fn read_back(file: &File, size: u64) -> std::io::Result<UploadDigests> {
-    let mut digests = UploadDigests::new(true);
+/// The digests of the first `size` bytes of `file`, read with `pread`.
+/// Blocking.
+pub(super) fn read_back(file: &File, size: u64, sha256: bool) -> std::io::Result<ContentDigests> {
+    let mut digests = UploadDigests::new(sha256);
     let mut buffer = vec![0u8; BUFFER];
     let mut offset = 0;
     while offset < size {
@@ -242,7 +296,7 @@ fn read_back(file: &File, size: u64) -> std::io::Result<UploadDigests> {
         digests.update(&buffer[..n]);
         offset += n as u64;
     }
-    Ok(digests)
+    Ok(digests.finish())
 }
 
 /// One job per core hashes at a time: more would only share the cores.

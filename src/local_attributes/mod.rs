@@ -36,6 +36,7 @@
 //! upload's digest with another's bytes.
 
 mod deferred;
+mod direct;
 mod tmpfile;
 mod xattrs;
 
@@ -43,6 +44,7 @@ use async_trait::async_trait;
 pub use deferred::AwaitDigest;
 pub(crate) use deferred::{settle as settle_digests, DeferredSha256};
 use deferred::{Deferral, PendingDigests};
+pub(crate) use direct::{DirectCommit, DirectUpload};
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;

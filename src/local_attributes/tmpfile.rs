@@ -46,7 +46,7 @@ use futures::FutureExt;
 use object_store::{Attributes, MultipartUpload, PutPayload, PutResult, UploadPart};
 use std::fs::{File, Metadata};
 use std::io::{self, ErrorKind, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -209,7 +209,40 @@ impl Tmpfile {
         Ok(())
     }
 
-    fn write_error(&self, source: io::Error) -> TmpfileError {
+    /// Moves exactly `len` bytes out of `pipe` into the file at `offset`
+    /// (`splice(2)`: the kernel copies them from the pipe's pages into the
+    /// page cache; they never enter the process). Blocking.
+    pub(crate) fn splice_from(
+        &self,
+        pipe: BorrowedFd<'_>,
+        mut offset: u64,
+        len: usize,
+    ) -> Result<(), TmpfileError> {
+        let mut left = len;
+        while left > 0 {
+            let moved = rustix::pipe::splice(
+                pipe,
+                None,
+                &self.file,
+                Some(&mut offset),
+                left,
+                rustix::pipe::SpliceFlags::MOVE,
+            )
+            .map_err(|e| self.write_error(e.into()))?;
+            if moved == 0 {
+                return Err(self.write_error(ErrorKind::UnexpectedEof.into()));
+            }
+            left -= moved;
+        }
+        Ok(())
+    }
+
+    /// The file as written so far (digests are read back through it).
+    pub(crate) fn file(&self) -> &File {
+        &self.file
+    }
+
+    pub(crate) fn write_error(&self, source: io::Error) -> TmpfileError {
         TmpfileError::Write {
             path: self.dest.clone(),
             source,

@@ -80,6 +80,8 @@ pub(crate) enum StoreKind {
         root: PathBuf,
         /// The same store, typed, for its key → file-path mapping.
         fs: Arc<LocalFileSystem>,
+        /// The store uploads write into directly (`crate::backend::spliced`).
+        xattrs: Arc<crate::local_attributes::XattrStore>,
     },
     /// `s3://`, `gs://`, `az://`.
     Cloud {
@@ -158,13 +160,11 @@ pub(crate) fn open_store(
                 })?;
             let fs =
                 Arc::new(LocalFileSystem::new_with_prefix(&root).map_err(StoreUrlError::Build)?);
+            let xattrs = Arc::new(crate::local_attributes::XattrStore::new(fs.clone()));
             Ok(OpenedStore {
-                store: instrumented(
-                    Arc::new(crate::local_attributes::XattrStore::new(fs.clone())),
-                    "file",
-                ),
+                store: instrumented(xattrs.clone(), "file"),
                 base: ObjectPath::ROOT,
-                kind: StoreKind::Local { root, fs },
+                kind: StoreKind::Local { root, fs, xattrs },
                 display_url,
                 endpoint: None,
                 bucket: None,

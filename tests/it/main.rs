@@ -36,3 +36,4 @@ mod operations;
 mod rust_version;
 mod security;
 mod seed_python;
+mod spliced_uploads;

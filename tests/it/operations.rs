@@ -74,15 +74,16 @@ async fn metrics_add_up_and_prometheus_scrapes_them() {
         sample(&text, "bucketftp_received_bytes_total"),
         total as f64
     );
-    // On file:// uploads are written in 1 MiB units: 6 MiB and 12 MiB are
-    // multipart (6 + 12 parts), the three smaller files one put each.
-    assert_eq!(sample(&text, "bucketftp_multipart_uploads_total"), 2.0);
-    assert_eq!(sample(&text, "bucketftp_multipart_parts_total"), 18.0);
-    assert!(
+    // On file:// over plain TCP every upload is spliced into its file and
+    // committed with one put, whatever its size; none is multipart.
+    assert_eq!(sample(&text, "bucketftp_spliced_uploads_total"), 5.0);
+    assert_eq!(sample(&text, "bucketftp_multipart_uploads_total"), 0.0);
+    assert_eq!(
         sample(
             &text,
             r#"bucketftp_storage_operation_duration_seconds_count{backend="file",operation="put",outcome="success"}"#
-        ) >= 3.0
+        ),
+        5.0
     );
     assert!(
         text.contains("\nftp_command_total{") && text.contains("\nftp_received_bytes_total{"),

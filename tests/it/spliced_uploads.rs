@@ -1,0 +1,212 @@
+//! `file://` uploads over plain TCP are spliced from the data socket into
+//! their file (src/backend/spliced.rs, engine patch 0109): byte-exact
+//! whatever the client's segments, with the digests every upload gets
+//! (before the commit up to 1 MiB, after it above), and cut like every
+//! other upload by a silent data connection. The ABOR, killed-client and
+//! shutdown cases are the conformance suite's and the engine's, which run
+//! on `file://` and so through this path; the metrics test checks that
+//! plain-TCP uploads take it.
+
+use crate::common;
+
+use common::{attributes, metadata, payload, Backend, Gateway, Options, PASSWORD};
+use sha2::Digest;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+fn sha256(data: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(data))
+}
+
+fn crc32(data: &[u8]) -> String {
+    let mut digest = crc_fast::Digest::new(crc_fast::CrcAlgorithm::Crc32IsoHdlc);
+    digest.update(data);
+    format!("{:08x}", digest.finalize() as u32)
+}
+
+/// The attributes as stored right now (no waiting for a digest job).
+async fn attributes_now(gw: &Gateway, path: &str) -> object_store::Attributes {
+    let options = object_store::GetOptions {
+        head: true,
+        ..object_store::GetOptions::default()
+    };
+    gw.store
+        .store
+        .get_opts(&gw.key(path), options)
+        .await
+        .unwrap_or_else(|e| panic!("head {path}: {e}"))
+        .attributes
+}
+
+/// A control connection driven line by line.
+struct Control {
+    read: BufReader<OwnedReadHalf>,
+    write: OwnedWriteHalf,
+}
+
+impl Control {
+    async fn login(addr: SocketAddr) -> Self {
+        let (read, write) = TcpStream::connect(addr)
+            .await
+            .expect("connect")
+            .into_split();
+        let mut control = Self {
+            read: BufReader::new(read),
+            write,
+        };
+        assert_eq!(control.reply().await.0, 220);
+        assert_eq!(control.send("USER alice").await.0, 331);
+        assert_eq!(control.send(&format!("PASS {PASSWORD}")).await.0, 230);
+        assert_eq!(control.send("TYPE I").await.0, 200);
+        control
+    }
+
+    async fn send(&mut self, line: &str) -> (u32, String) {
+        self.write
+            .write_all(format!("{line}\r\n").as_bytes())
+            .await
+            .expect("send");
+        self.reply().await
+    }
+
+    async fn reply(&mut self) -> (u32, String) {
+        loop {
+            let mut text = String::new();
+            let n = tokio::time::timeout(Duration::from_secs(60), self.read.read_line(&mut text))
+                .await
+                .expect("the server answers within 60 s")
+                .expect("read reply");
+            assert!(n > 0, "control connection closed");
+            if text.as_bytes().get(3) == Some(&b' ') {
+                return (text[..3].parse().expect("reply code"), text);
+            }
+        }
+    }
+
+    /// EPSV, the data connection, then `STOR path` answered 150.
+    async fn stor(&mut self, addr: SocketAddr, path: &str) -> TcpStream {
+        let (code, text) = self.send("EPSV").await;
+        assert_eq!(code, 229, "{text}");
+        let port: u16 = text
+            .split('|')
+            .nth(3)
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("EPSV reply: {text}"));
+        let data = TcpStream::connect((addr.ip(), port))
+            .await
+            .expect("data connection");
+        let (code, text) = self.send(&format!("STOR {path}")).await;
+        assert!(code == 150 || code == 125, "{text}");
+        data
+    }
+}
+
+/// A small upload is linked with its digests already set; a large one gets
+/// them just after its 226. Both byte-exact; an empty file too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spliced_uploads_are_byte_exact_with_their_digests() {
+    let gw = Gateway::start(Backend::Local).await.expect("local gateway");
+    let mut ftp = gw.login("alice").await;
+    for (name, size) in [
+        ("empty.bin", 0),
+        ("small.bin", 100_000),
+        ("edge.bin", 1 << 20),
+        ("large.bin", (24 << 20) + 1),
+    ] {
+        let data = payload(size, size as u64);
+        ftp.put_file(name, &mut data.as_slice())
+            .await
+            .unwrap_or_else(|e| panic!("STOR {name}: {e}"));
+        if size <= 1 << 20 {
+            // Set before the link: visible with the file.
+            let now = attributes_now(&gw, name).await;
+            assert_eq!(
+                metadata(&now, "sha256"),
+                Some(sha256(&data).as_str()),
+                "{name}"
+            );
+            assert_eq!(
+                metadata(&now, "crc32"),
+                Some(crc32(&data).as_str()),
+                "{name}"
+            );
+        }
+        let stored = attributes(&gw, name).await;
+        assert_eq!(
+            metadata(&stored, "sha256"),
+            Some(sha256(&data).as_str()),
+            "{name}"
+        );
+        assert_eq!(
+            metadata(&stored, "crc32"),
+            Some(crc32(&data).as_str()),
+            "{name}"
+        );
+        assert_eq!(gw.object(name).await.as_deref(), Some(&data[..]), "{name}");
+    }
+    assert!(
+        gw.local_leftovers().is_empty(),
+        "{:?}",
+        gw.local_leftovers()
+    );
+    ftp.quit().await.ok();
+}
+
+/// A client that sends its file a few bytes per TCP segment (a pipe then
+/// fills with tiny buffers long before it holds its size in bytes): still
+/// byte-exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tiny_segments_arrive_whole() {
+    let gw = Gateway::start(Backend::Local).await.expect("local gateway");
+    let mut control = Control::login(gw.addr).await;
+    let mut data_conn = control.stor(gw.addr, "trickle.bin").await;
+    data_conn.set_nodelay(true).expect("TCP_NODELAY");
+    let data = payload(4_000, 9);
+    for (i, chunk) in data.chunks(3).enumerate() {
+        data_conn.write_all(chunk).await.expect("send");
+        if i % 50 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    data_conn.shutdown().await.expect("FIN");
+    drop(data_conn);
+    assert_eq!(control.reply().await.0, 226);
+    assert_eq!(gw.object("trickle.bin").await.as_deref(), Some(&data[..]));
+}
+
+/// A data connection that goes silent mid-file is cut after the idle
+/// timeout: 4xx, no file, nothing left behind, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_spliced_upload_is_cut_and_leaves_nothing() {
+    let gw = Gateway::start_with(
+        Backend::Local,
+        Options {
+            idle_timeout: Some("2s".into()),
+            ..Options::default()
+        },
+    )
+    .await
+    .expect("local gateway");
+    let mut control = Control::login(gw.addr).await;
+    let mut data_conn = control.stor(gw.addr, "silent.bin").await;
+    data_conn
+        .write_all(&payload(3 << 20, 4))
+        .await
+        .expect("send");
+    // The data connection stays open, and silent.
+    let (code, text) = control.reply().await;
+    assert!((400..500).contains(&code), "{text}");
+    drop(data_conn);
+    gw.settle().await;
+    assert_eq!(gw.object("silent.bin").await, None);
+    assert!(gw.keys().await.is_empty(), "{:?}", gw.keys().await);
+    assert!(
+        gw.local_leftovers().is_empty(),
+        "{:?}",
+        gw.local_leftovers()
+    );
+    assert_eq!(control.send("NOOP").await.0, 200);
+}
