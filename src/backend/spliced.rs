@@ -102,7 +102,8 @@ pub(crate) async fn receive(
     };
     crate::metrics::splice_started();
     let mut filling = Pipe::new().map_err(store_error)?;
-    let mut spare = Some(Pipe::new().map_err(store_error)?);
+    // The second pipe only once a second fill is needed (small files fit in one).
+    let mut spare: Option<Pipe> = None;
     let mut draining: Option<Draining> = None;
     let mut size: u64 = 0;
     loop {
@@ -164,5 +165,236 @@ async fn drained(write: Draining, guard: &TransferGuard) -> Result<Pipe, UploadE
                 source: Box::new(e),
             })),
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::commit_rule::{DataSource, RawRead};
+    use crate::local_attributes::{AwaitDigest, XattrStore};
+    use crate::memory_budget::{part_reservation, MemoryBudget};
+    use crate::metrics::Direction;
+    use crate::transfers::Transfers;
+    use object_store::local::LocalFileSystem;
+    use object_store::path::Path as ObjectPath;
+    use object_store::{ObjectStore, ObjectStoreExt};
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+    use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A plain TCP data connection, usable raw as the engine's is.
+    struct RawTcp(TcpStream);
+
+    impl AsyncRead for RawTcp {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            Pin::new(&mut self.0).poll_read(cx, buf)
+        }
+    }
+
+    impl DataSource for RawTcp {
+        fn is_raw(&self) -> bool {
+            true
+        }
+
+        fn poll_read_raw(
+            &mut self,
+            cx: &mut Context<'_>,
+            read: RawRead<'_>,
+        ) -> Poll<std::io::Result<usize>> {
+            loop {
+                std::task::ready!(self.0.poll_read_ready(cx))?;
+                match self
+                    .0
+                    .try_io(tokio::io::Interest::READABLE, || read(self.0.as_fd()))
+                {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    other => return Poll::Ready(other),
+                }
+            }
+        }
+    }
+
+    /// A connected pair on loopback: (client, server).
+    async fn connection() -> (TcpStream, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        store: Arc<XattrStore>,
+        settings: UploadSettings,
+        transfers: Arc<Transfers>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().to_path_buf();
+        let fs = LocalFileSystem::new_with_prefix(&root).unwrap();
+        let budget = MemoryBudget::new(64 << 20, Duration::from_secs(1));
+        let settings = UploadSettings {
+            part_size: 1 << 20,
+            concurrency: 1,
+            budget,
+            idle_timeout: Duration::from_secs(30),
+            storage_class: None,
+            content_types: crate::integrity::ContentTypes::None,
+            sha256: true,
+            defer_sha256: true,
+            events: None,
+        };
+        Fixture {
+            _dir: dir,
+            root,
+            store: Arc::new(XattrStore::new(Arc::new(fs))),
+            settings,
+            transfers: Transfers::new(None),
+        }
+    }
+
+    impl Fixture {
+        /// Receives what `client` sends into `key` through a real socket.
+        async fn receive(&self, key: &str, server: TcpStream) -> Result<(), UploadError> {
+            let key = ObjectPath::from(key);
+            let guard = self.transfers.begin(Direction::Upload).unwrap();
+            let session = Arc::new(SessionContext::detached());
+            let (input, _report) = UploadInput::new(
+                Box::new(RawTcp(server)),
+                session.clone(),
+                &guard,
+                Duration::from_secs(30),
+            );
+            assert!(input.is_raw());
+            let upload = self
+                .store
+                .direct_upload(&key, object_store::Attributes::new())
+                .await
+                .unwrap()
+                .expect("anonymous files on the test's file system");
+            let memory = self
+                .settings
+                .budget
+                .reserve(part_reservation(1 << 20), std::future::pending())
+                .await
+                .unwrap();
+            let target = UploadTarget {
+                store: self.store.clone(),
+                key,
+                store_url: "file:///test".into(),
+                user: "alice".into(),
+            };
+            receive(
+                upload,
+                input,
+                target,
+                &self.settings,
+                memory,
+                &session,
+                &guard,
+            )
+            .await
+        }
+
+        fn names(&self) -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(&self.root)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_large_upload_lands_whole_with_its_digest_after_the_commit() {
+        let f = fixture();
+        let data: Vec<u8> = (0..(5 << 20) + 3).map(|i| (i % 251) as u8).collect();
+        let (mut client, server) = connection().await;
+        let sending = {
+            let data = data.clone();
+            tokio::spawn(async move {
+                client.write_all(&data).await.unwrap();
+                client.shutdown().await.unwrap();
+            })
+        };
+        f.receive("big.bin", server).await.unwrap();
+        sending.await.unwrap();
+        assert_eq!(std::fs::read(f.root.join("big.bin")).unwrap(), data);
+        let mut head = object_store::GetOptions {
+            head: true,
+            ..Default::default()
+        };
+        head.extensions.insert(AwaitDigest);
+        let stored = f
+            .store
+            .get_opts(&ObjectPath::from("big.bin"), head)
+            .await
+            .unwrap()
+            .attributes;
+        let mut digests = crate::integrity::UploadDigests::new(true);
+        digests.update(&data);
+        let expected = digests.finish();
+        let value = |key: &str| {
+            stored
+                .get(&object_store::Attribute::Metadata(key.to_string().into()))
+                .map(|v| v.to_string())
+        };
+        assert_eq!(value("sha256"), expected.sha256);
+        assert_eq!(value("crc32"), Some(expected.crc32));
+        assert_eq!(
+            f.settings.budget.in_use(),
+            0,
+            "the pipes' budget given back"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_client_gone_mid_file_leaves_nothing() {
+        let f = fixture();
+        let (mut client, server) = connection().await;
+        let sending = tokio::spawn(async move {
+            client.write_all(&vec![7u8; 3 << 20]).await.unwrap();
+            // Reset, not FIN: the client was killed.
+            socket2::SockRef::from(&client)
+                .set_linger(Some(Duration::ZERO))
+                .unwrap();
+            drop(client);
+        });
+        let received = f.receive("cut.bin", server).await;
+        sending.await.unwrap();
+        assert!(
+            matches!(received, Err(UploadError::Client(_))),
+            "{received:?}"
+        );
+        assert!(f.names().is_empty(), "{:?}", f.names());
+        assert!(f
+            .store
+            .head(&ObjectPath::from("cut.bin"))
+            .await
+            .is_err_and(|e| matches!(e, object_store::Error::NotFound { .. })));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_upload_leaves_nothing() {
+        let f = fixture();
+        let (mut client, server) = connection().await;
+        client.write_all(&vec![1u8; 2 << 20]).await.unwrap();
+        // Never finished: the client stays connected; the upload is dropped
+        // (its task aborted) once it has taken the bytes in.
+        let receiving = f.receive("dropped.bin", server);
+        let _ = tokio::time::timeout(Duration::from_millis(300), receiving).await;
+        drop(client);
+        assert!(f.names().is_empty(), "{:?}", f.names());
     }
 }

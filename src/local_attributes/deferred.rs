@@ -340,3 +340,69 @@ pub(crate) async fn settle(grace: Duration) -> usize {
         *running.borrow()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// A job for the file just written with `data`, checked as unseen.
+    fn unseen(dir: &Path, data: &[u8]) -> (Job, PathBuf) {
+        let path = dir.join("f.bin");
+        let mut file = File::options()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        file.write_all(data).unwrap();
+        let metadata = file.metadata().unwrap();
+        let job = Job {
+            file,
+            path: path.clone(),
+            size: metadata.len(),
+            check: Check::Unchanged(metadata.modified().ok()),
+            sha256: true,
+            xattrs_unsupported: Arc::default(),
+        };
+        (job, path)
+    }
+
+    fn stored(path: &Path, key: &str) -> Option<String> {
+        let attributes = super::super::xattrs::read_xattrs(&File::open(path).unwrap());
+        attributes
+            .get(&Attribute::Metadata(key.to_string().into()))
+            .map(|v| v.to_string())
+    }
+
+    #[test]
+    fn an_unseen_upload_gets_both_digests_from_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, path) = unseen(dir.path(), b"hello world");
+        let sha256 = label(job);
+        assert_eq!(
+            sha256.as_deref(),
+            Some("b94d27b9934d3e08a52e52d7da7dabfac484efe37a5380ee9088f7ace2efcde9")
+        );
+        assert_eq!(stored(&path, SHA256_KEY), sha256);
+        assert_eq!(stored(&path, CRC32_KEY).as_deref(), Some("0d4a1185"));
+    }
+
+    #[test]
+    fn an_unseen_upload_written_again_gets_no_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (job, path) = unseen(dir.path(), b"hello world");
+        // Another writer appends after the commit (and the clock moves).
+        std::thread::sleep(Duration::from_millis(20));
+        File::options()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"!")
+            .unwrap();
+        assert_eq!(label(job), None);
+        assert_eq!(stored(&path, SHA256_KEY), None);
+        assert_eq!(stored(&path, CRC32_KEY), None);
+    }
+}
