@@ -2,7 +2,8 @@
 //! start-up.
 //!
 //! Every control connection holds one descriptor, and every transfer two or
-//! three more (data connection, passive listener, a local file). Systemd and
+//! three more (data connection, passive listener, a local file; a `file://`
+//! upload over plain TCP also two pipes, four descriptors). Systemd and
 //! some container runtimes start processes with a soft limit of 1,024 and a
 //! hard one far above it, leaving raising it to the program: with the soft
 //! limit, `server.max_sessions` = 10,000 would end in failed accepts

@@ -205,7 +205,13 @@ fn not_a_file() -> StorageError {
 /// caller refuses that).
 pub(super) async fn set(store: &OpenedStore, key: &ObjectPath, when: SystemTime) -> Result<()> {
     match &store.kind {
-        StoreKind::Local { fs, .. } => set_local(fs, key, when).await,
+        StoreKind::Local { fs, xattrs, .. } => {
+            // A file's digests computed after its upload are stored only if
+            // it is unchanged (its mtime included) when they are known:
+            // MFMT right after STOR (rclone, lftp mirror) waits for them.
+            xattrs.settled(key).await;
+            set_local(fs, key, when).await
+        }
         StoreKind::Memory => set_in_memory(store, key, when).await,
         StoreKind::Cloud { .. } => set_in_cloud(store, key, when).await,
     }

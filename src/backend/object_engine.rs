@@ -26,8 +26,9 @@ use unftp_core::storage::{
     Error as StorageError, ErrorKind as StorageErrorKind, Fileinfo, Result as StorageResult,
 };
 
-/// Bytes per write on `file://`, one write in flight while the next
-/// fills: the bytes go to the page cache while they are still in the CPU's
+/// Bytes per write on `file://` where an upload is read, not spliced
+/// (TLS, REST/APPE, no anonymous files; see [`spliced`]), one write in
+/// flight while the next fills: the bytes go to the page cache while they are still in the CPU's
 /// cache, not one 8 MiB part later. 1 GiB STOR, 6 alternating rounds on the
 /// 2-core benchmark machine: 1,367 MiB/s median against 1,044 with 8 MiB
 /// parts, 2 in flight (bucketftp 0.68–0.90 s of CPU per GiB against

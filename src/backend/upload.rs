@@ -16,7 +16,9 @@
 //! are known at commit: a single PUT carries them as user metadata; a
 //! multipart upload hands them to the store at completion through
 //! [`CompletionAttributes`] (honoured on `file://`, see
-//! [`crate::local_attributes`]). Except on `file://`: there a multipart
+//! [`crate::local_attributes`]). (On `file://` an upload over plain TCP does
+//! not come here: it is spliced into its file, see [`super::spliced`].)
+//! Except on `file://`: there a multipart
 //! upload stops hashing SHA-256 once it goes multipart and the store
 //! computes it after the commit ([`DeferredSha256`]), because a disk takes
 //! bytes faster than one core hashes them. The commit is also the one place

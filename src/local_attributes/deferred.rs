@@ -14,6 +14,8 @@
 //! background job reads the file back through the descriptor it was
 //! written with (from the page cache, just written), computes SHA-256 and
 //! CRC-32, and stores the SHA-256 as the `user.bucketftp.sha256` xattr.
+//! An upload spliced into its file (`super::direct`) never saw its bytes:
+//! its job ([`Deferral::start_unseen`]) stores the CRC-32 as well.
 //!
 //! What holds:
 //! - **The digest is always the file's.** The job holds the very inode the
@@ -21,7 +23,9 @@
 //!   `tmpfile`) and gets its own digest; the old one's lands on the old
 //!   inode, harmlessly. The CRC-32 read back must equal the one computed
 //!   from the bytes received, or no SHA-256 is stored (logged): a file
-//!   changed under the gateway never gets a digest it does not have.
+//!   changed under the gateway never gets a digest it does not have. For
+//!   an unseen upload the file's size and modification time after the read
+//!   must still be those of its commit.
 //! - **`HASH` still never reads the object back** through the store: it
 //!   passes [`AwaitDigest`], and `head` then waits for the job of that path
 //!   (~0.7 s per GiB, a minute at most) before reading the xattrs. Jobs are found by
@@ -285,7 +289,10 @@ fn label(job: Job) -> Option<String> {
 /// Blocking.
 pub(super) fn read_back(file: &File, size: u64, sha256: bool) -> std::io::Result<ContentDigests> {
     let mut digests = UploadDigests::new(sha256);
-    let mut buffer = vec![0u8; BUFFER];
+    // A small file's buffer is its size: inline digests of small uploads
+    // run on whichever blocking thread, and a full buffer on each of them
+    // stays with that thread's heap.
+    let mut buffer = vec![0u8; usize::try_from(size).map_or(BUFFER, |size| size.min(BUFFER))];
     let mut offset = 0;
     while offset < size {
         let want = usize::try_from(size - offset).map_or(BUFFER, |left| left.min(BUFFER));

@@ -47,6 +47,13 @@ pub(crate) struct DirectCommit {
 }
 
 impl XattrStore {
+    /// Returns once no digest job runs for `location` (a minute at most).
+    pub(crate) async fn settled(&self, location: &Path) {
+        if let Ok(path) = self.inner.path_to_filesystem(location) {
+            self.pending.settled(&path).await;
+        }
+    }
+
     /// Starts a [`DirectUpload`] to `location`, labelled with `attributes`;
     /// `None` where the file system has no anonymous files (the caller then
     /// uploads through the [`object_store::ObjectStore`] interface).

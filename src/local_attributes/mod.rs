@@ -24,7 +24,9 @@
 //! operation per file instead of `LocalFileSystem`'s two). Where that is not
 //! available (no `O_TMPFILE` on the file system, no `/proc`; decided once
 //! per store and logged once) writes go through `LocalFileSystem` and the
-//! attributes follow its commit.
+//! attributes follow its commit. Besides the [`ObjectStore`] interface, an
+//! upload can take the anonymous file and write it itself
+//! ([`DirectUpload`], `direct`: spliced from the client's socket).
 //!
 //! Race-freedom: on the anonymous-file path a file and its attributes
 //! become visible together, so no reader can see one without the other and

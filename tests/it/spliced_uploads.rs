@@ -155,6 +155,34 @@ async fn spliced_uploads_are_byte_exact_with_their_digests() {
     ftp.quit().await.ok();
 }
 
+/// MFMT right after a large STOR (rclone and lftp mirror keep times so):
+/// the time is set and the digests computed from the file still land (the
+/// digest job stores nothing for a file written after its commit, so MFMT
+/// waits for it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mfmt_right_after_a_large_stor_keeps_the_digests() {
+    let gw = Gateway::start(Backend::Local).await.expect("local gateway");
+    let mut ftp = gw.login("alice").await;
+    let data = payload(6 << 20, 11);
+    ftp.put_file("timed.bin", &mut data.as_slice())
+        .await
+        .expect("STOR");
+    ftp.custom_command("MFMT 20200102030405 timed.bin", &[suppaftp::Status::File])
+        .await
+        .expect("MFMT");
+    let stored = attributes(&gw, "timed.bin").await;
+    assert_eq!(metadata(&stored, "sha256"), Some(sha256(&data).as_str()));
+    assert_eq!(metadata(&stored, "crc32"), Some(crc32(&data).as_str()));
+    let modified = std::fs::metadata(gw.dir.path().join("root/timed.bin"))
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    assert_eq!(
+        modified,
+        std::time::UNIX_EPOCH + Duration::from_secs(1_577_934_245)
+    );
+    ftp.quit().await.ok();
+}
+
 /// A client that sends its file a few bytes per TCP segment (a pipe then
 /// fills with tiny buffers long before it holds its size in bytes): still
 /// byte-exact.
