@@ -32,12 +32,13 @@
 
 use super::commit_rule::UploadInput;
 use super::upload::{announce, UploadError, UploadSettings, UploadTarget};
-use crate::local_attributes::{DirectCommit, DirectUpload};
+use crate::local_attributes::{DirectCommit, DirectUpload, Tmpfile};
 use crate::memory_budget::Reservation;
 use crate::transfers::{SessionContext, TransferGuard};
 use rustix::pipe::{PipeFlags, SpliceFlags};
 use std::future::poll_fn;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
@@ -102,9 +103,12 @@ pub(crate) async fn receive(
     };
     crate::metrics::splice_started();
     let mut filling = Pipe::new().map_err(store_error)?;
-    // The second pipe only once a second fill is needed (small files fit in one).
     let mut spare: Option<Pipe> = None;
     let mut draining: Option<Draining> = None;
+    // The first fill waits for the next one: when that is the end of the
+    // file, the commit writes it, and a small file costs one blocking call
+    // (write, digests, link) instead of two.
+    let mut first: Option<(Pipe, usize)> = None;
     let mut size: u64 = 0;
     loop {
         let n = tokio::select! {
@@ -122,21 +126,27 @@ pub(crate) async fn receive(
         if n == 0 {
             break;
         }
+        if let Some((held, len)) = first.take() {
+            // More than one fill: the first one is written now.
+            let write = drain(&file, held, 0, len);
+            spare = Some(drained(write, guard).await?);
+        }
         let next = spare
             .take()
             .map_or_else(Pipe::new, Ok)
             .map_err(store_error)?;
         let full = std::mem::replace(&mut filling, next);
-        let (file, offset) = (file.clone(), size);
-        draining = Some(tokio::task::spawn_blocking(move || {
-            file.splice_from(full.read.as_fd(), offset, n)?;
-            Ok(full)
-        }));
+        if size == 0 {
+            first = Some((full, n));
+        } else {
+            draining = Some(drain(&file, full, size, n));
+        }
         size += n as u64;
     }
     drop(file);
     let started = Instant::now();
-    let committed = upload.complete(size, settings.sha256).await;
+    let last = first.map(|(pipe, len)| (pipe.read, len));
+    let committed = upload.complete(size, settings.sha256, last).await;
     crate::metrics::storage_op(
         "file",
         "put",
@@ -150,6 +160,16 @@ pub(crate) async fn receive(
     let events = settings.events.clone();
     announce(events, target, session, "STOR", size, sha256, deferred);
     Ok(())
+}
+
+/// Writes the `len` bytes `pipe` holds into `file` at `offset`, off the
+/// async threads; the pipe comes back empty.
+fn drain(file: &Arc<Tmpfile>, pipe: Pipe, offset: u64, len: usize) -> Draining {
+    let file = Arc::clone(file);
+    tokio::task::spawn_blocking(move || {
+        file.splice_from(pipe.read.as_fd(), offset, len)?;
+        Ok(pipe)
+    })
 }
 
 /// Waits for a write to finish (shutdown's cut does not wait: the write

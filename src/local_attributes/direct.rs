@@ -19,6 +19,7 @@ use super::xattrs::spawn_blocking;
 use super::XattrStore;
 use object_store::path::Path;
 use object_store::{Attributes, Result};
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -88,10 +89,16 @@ impl DirectUpload {
         self.file.clone()
     }
 
-    /// Links the file, `size` bytes written, into place (replacing what is
-    /// there) with its digests, SHA-256 included when `sha256`. Every write
-    /// must have returned.
-    pub(crate) async fn complete(mut self, size: u64, sha256: bool) -> Result<DirectCommit> {
+    /// Links the file, `size` bytes, into place (replacing what is there)
+    /// with its digests, SHA-256 included when `sha256`. Every write must
+    /// have returned; `last` is a pipe holding the file's last bytes (how
+    /// many), written first on the same blocking thread.
+    pub(crate) async fn complete(
+        mut self,
+        size: u64,
+        sha256: bool,
+        last: Option<(OwnedFd, usize)>,
+    ) -> Result<DirectCommit> {
         let file = self.file.take().and_then(Arc::into_inner);
         let Some(file) = file else {
             return Err(super::tmpfile::TmpfileError::Aborted.into());
@@ -99,6 +106,10 @@ impl DirectUpload {
         let mut attributes = std::mem::take(&mut self.attributes);
         let unsupported = Arc::clone(&self.xattrs_unsupported);
         let (published, inline) = spawn_blocking(move || {
+            if let Some((pipe, len)) = last {
+                let offset = size.saturating_sub(len as u64);
+                file.splice_from(pipe.as_fd(), offset, len)?;
+            }
             let written = file.file().metadata().map(|m| m.len());
             if written.as_ref().ok() != Some(&size) {
                 let found = written.map_or_else(|e| e.to_string(), |n| format!("{n} bytes"));

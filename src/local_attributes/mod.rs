@@ -47,6 +47,7 @@ pub use deferred::AwaitDigest;
 pub(crate) use deferred::{settle as settle_digests, DeferredSha256};
 use deferred::{Deferral, PendingDigests};
 pub(crate) use direct::{DirectCommit, DirectUpload};
+pub(crate) use tmpfile::Tmpfile;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -58,7 +59,7 @@ use object_store::{
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use tmpfile::{Tmpfile, TmpfileUpload};
+use tmpfile::TmpfileUpload;
 pub(crate) use xattrs::CompletionAttributes;
 use xattrs::{
     merged_attributes, put_result, read_xattrs, spawn_blocking, stored_crc32, write_xattrs,
