@@ -14,7 +14,9 @@
 //! so the file is written while the next bytes arrive, one write in flight.
 //! A pipe is drained completely before it is filled again, so a splice
 //! from the socket can only wait for the socket, never for room in the
-//! pipe.
+//! pipe. The first fill is held until the next one: if that is the end,
+//! the commit writes it, so a small file is written, hashed and linked in
+//! one blocking call.
 //!
 //! What stays as for every upload: the bytes go through
 //! [`UploadInput::poll_read_raw`], so ABOR, a vanished client, an idle data
@@ -42,11 +44,12 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
-/// Bytes a pipe holds (asked for with `F_SETPIPE_SZ`; where the system's
-/// per-user pipe allowance is used up a pipe keeps the default 64 KiB and
-/// uploads just take more turns). Two per upload, paid from the memory
-/// budget as the upload's part ([`crate::memory_budget::part_reservation`]).
-pub(crate) const PIPE_BYTES: usize = 1 << 20;
+/// Bytes a pipe holds (asked for with `F_SETPIPE_SZ`; where it is refused,
+/// e.g. an unprivileged user past `fs.pipe-user-pages-soft`, the pipe
+/// keeps what the kernel gave it and uploads just take more turns). Two
+/// per upload at most, paid from the memory budget as the upload's part
+/// ([`crate::memory_budget::part_reservation`]).
+const PIPE_BYTES: usize = 1 << 20;
 
 /// One pipe: its read end and its write end.
 struct Pipe {

@@ -47,7 +47,6 @@ pub use deferred::AwaitDigest;
 pub(crate) use deferred::{settle as settle_digests, DeferredSha256};
 use deferred::{Deferral, PendingDigests};
 pub(crate) use direct::{DirectCommit, DirectUpload};
-pub(crate) use tmpfile::Tmpfile;
 use futures::stream::BoxStream;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
@@ -59,6 +58,7 @@ use object_store::{
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+pub(crate) use tmpfile::Tmpfile;
 use tmpfile::TmpfileUpload;
 pub(crate) use xattrs::CompletionAttributes;
 use xattrs::{
