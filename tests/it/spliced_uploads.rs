@@ -9,12 +9,13 @@
 
 use crate::common;
 
-use common::{attributes, metadata, payload, Backend, Gateway, Options, PASSWORD};
+use common::line_client::LineClient;
+use common::{
+    attributes, attributes_as_of, metadata, payload, Backend, Gateway, Options, PASSWORD,
+};
 use sha2::Digest;
-use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 fn sha256(data: &[u8]) -> String {
@@ -27,81 +28,23 @@ fn crc32(data: &[u8]) -> String {
     format!("{:08x}", digest.finalize() as u32)
 }
 
-/// The attributes as stored right now (no waiting for a digest job).
-async fn attributes_now(gw: &Gateway, path: &str) -> object_store::Attributes {
-    let options = object_store::GetOptions {
-        head: true,
-        ..object_store::GetOptions::default()
-    };
-    gw.store
-        .store
-        .get_opts(&gw.key(path), options)
-        .await
-        .unwrap_or_else(|e| panic!("head {path}: {e}"))
-        .attributes
+/// `attributes` hold the SHA-256 and CRC-32 of `data`.
+fn assert_digests(attributes: &object_store::Attributes, data: &[u8], name: &str) {
+    let sha = sha256(data);
+    assert_eq!(metadata(attributes, "sha256"), Some(sha.as_str()), "{name}");
+    let crc = crc32(data);
+    assert_eq!(metadata(attributes, "crc32"), Some(crc.as_str()), "{name}");
 }
 
-/// A control connection driven line by line.
-struct Control {
-    read: BufReader<OwnedReadHalf>,
-    write: OwnedWriteHalf,
-}
-
-impl Control {
-    async fn login(addr: SocketAddr) -> Self {
-        let (read, write) = TcpStream::connect(addr)
-            .await
-            .expect("connect")
-            .into_split();
-        let mut control = Self {
-            read: BufReader::new(read),
-            write,
-        };
-        assert_eq!(control.reply().await.0, 220);
-        assert_eq!(control.send("USER alice").await.0, 331);
-        assert_eq!(control.send(&format!("PASS {PASSWORD}")).await.0, 230);
-        assert_eq!(control.send("TYPE I").await.0, 200);
-        control
-    }
-
-    async fn send(&mut self, line: &str) -> (u32, String) {
-        self.write
-            .write_all(format!("{line}\r\n").as_bytes())
-            .await
-            .expect("send");
-        self.reply().await
-    }
-
-    async fn reply(&mut self) -> (u32, String) {
-        loop {
-            let mut text = String::new();
-            let n = tokio::time::timeout(Duration::from_secs(60), self.read.read_line(&mut text))
-                .await
-                .expect("the server answers within 60 s")
-                .expect("read reply");
-            assert!(n > 0, "control connection closed");
-            if text.as_bytes().get(3) == Some(&b' ') {
-                return (text[..3].parse().expect("reply code"), text);
-            }
-        }
-    }
-
-    /// EPSV, the data connection, then `STOR path` answered 150.
-    async fn stor(&mut self, addr: SocketAddr, path: &str) -> TcpStream {
-        let (code, text) = self.send("EPSV").await;
-        assert_eq!(code, 229, "{text}");
-        let port: u16 = text
-            .split('|')
-            .nth(3)
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("EPSV reply: {text}"));
-        let data = TcpStream::connect((addr.ip(), port))
-            .await
-            .expect("data connection");
-        let (code, text) = self.send(&format!("STOR {path}")).await;
-        assert!(code == 150 || code == 125, "{text}");
-        data
-    }
+/// A session (`line_client`) with a passive data connection open and
+/// `STOR path` answered 150: the test sends the file itself.
+async fn stor(gw: &Gateway, path: &str) -> (LineClient, TcpStream) {
+    let mut control = LineClient::connect(gw.addr).await;
+    control.login("alice", PASSWORD).await;
+    let data = control.data().await;
+    let start = control.cmd(&format!("STOR {path}")).await;
+    assert!(matches!(start.code, 125 | 150), "{}", start.text());
+    (control, data)
 }
 
 /// A small upload is linked with its digests already set; a large one gets
@@ -122,29 +65,10 @@ async fn spliced_uploads_are_byte_exact_with_their_digests() {
             .unwrap_or_else(|e| panic!("STOR {name}: {e}"));
         if size <= 1 << 20 {
             // Set before the link: visible with the file.
-            let now = attributes_now(&gw, name).await;
-            assert_eq!(
-                metadata(&now, "sha256"),
-                Some(sha256(&data).as_str()),
-                "{name}"
-            );
-            assert_eq!(
-                metadata(&now, "crc32"),
-                Some(crc32(&data).as_str()),
-                "{name}"
-            );
+            let now = attributes_as_of(&gw, name, false).await;
+            assert_digests(&now, &data, name);
         }
-        let stored = attributes(&gw, name).await;
-        assert_eq!(
-            metadata(&stored, "sha256"),
-            Some(sha256(&data).as_str()),
-            "{name}"
-        );
-        assert_eq!(
-            metadata(&stored, "crc32"),
-            Some(crc32(&data).as_str()),
-            "{name}"
-        );
+        assert_digests(&attributes(&gw, name).await, &data, name);
         assert_eq!(gw.object(name).await.as_deref(), Some(&data[..]), "{name}");
     }
     assert!(
@@ -170,9 +94,7 @@ async fn mfmt_right_after_a_large_stor_keeps_the_digests() {
     ftp.custom_command("MFMT 20200102030405 timed.bin", &[suppaftp::Status::File])
         .await
         .expect("MFMT");
-    let stored = attributes(&gw, "timed.bin").await;
-    assert_eq!(metadata(&stored, "sha256"), Some(sha256(&data).as_str()));
-    assert_eq!(metadata(&stored, "crc32"), Some(crc32(&data).as_str()));
+    assert_digests(&attributes(&gw, "timed.bin").await, &data, "timed.bin");
     let modified = std::fs::metadata(gw.dir.path().join("root/timed.bin"))
         .and_then(|m| m.modified())
         .expect("mtime");
@@ -189,8 +111,7 @@ async fn mfmt_right_after_a_large_stor_keeps_the_digests() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_segments_arrive_whole() {
     let gw = Gateway::start(Backend::Local).await.expect("local gateway");
-    let mut control = Control::login(gw.addr).await;
-    let mut data_conn = control.stor(gw.addr, "trickle.bin").await;
+    let (mut control, mut data_conn) = stor(&gw, "trickle.bin").await;
     data_conn.set_nodelay(true).expect("TCP_NODELAY");
     let data = payload(4_000, 9);
     for (i, chunk) in data.chunks(3).enumerate() {
@@ -201,7 +122,7 @@ async fn tiny_segments_arrive_whole() {
     }
     data_conn.shutdown().await.expect("FIN");
     drop(data_conn);
-    assert_eq!(control.reply().await.0, 226);
+    assert_eq!(control.reply().await.code, 226);
     assert_eq!(gw.object("trickle.bin").await.as_deref(), Some(&data[..]));
 }
 
@@ -218,15 +139,14 @@ async fn a_silent_spliced_upload_is_cut_and_leaves_nothing() {
     )
     .await
     .expect("local gateway");
-    let mut control = Control::login(gw.addr).await;
-    let mut data_conn = control.stor(gw.addr, "silent.bin").await;
+    let (mut control, mut data_conn) = stor(&gw, "silent.bin").await;
     data_conn
         .write_all(&payload(3 << 20, 4))
         .await
         .expect("send");
     // The data connection stays open, and silent.
-    let (code, text) = control.reply().await;
-    assert!((400..500).contains(&code), "{text}");
+    let cut = control.reply().await;
+    assert!((400..500).contains(&cut.code), "{}", cut.text());
     drop(data_conn);
     gw.settle().await;
     assert_eq!(gw.object("silent.bin").await, None);
@@ -236,5 +156,5 @@ async fn a_silent_spliced_upload_is_cut_and_leaves_nothing() {
         "{:?}",
         gw.local_leftovers()
     );
-    assert_eq!(control.send("NOOP").await.0, 200);
+    control.expect("NOOP", 200).await;
 }

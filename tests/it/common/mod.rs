@@ -873,12 +873,24 @@ pub fn emulator(args: &[&str]) -> (bool, String) {
 
 /// The attributes the store returns for an object (one HEAD).
 pub async fn attributes(gw: &Gateway, path: &str) -> object_store::Attributes {
+    // On file:// a large upload's SHA-256 is stored after its 226.
+    attributes_as_of(gw, path, true).await
+}
+
+/// The same; on `file://` waiting for digests still being computed only
+/// when `await_digest`.
+pub async fn attributes_as_of(
+    gw: &Gateway,
+    path: &str,
+    await_digest: bool,
+) -> object_store::Attributes {
     let mut options = object_store::GetOptions {
         head: true,
         ..object_store::GetOptions::default()
     };
-    // On file:// a large upload's SHA-256 is stored after its 226.
-    options.extensions.insert(bucketftp::AwaitDigest);
+    if await_digest {
+        options.extensions.insert(bucketftp::AwaitDigest);
+    }
     gw.store
         .store
         .get_opts(&gw.key(path), options)
