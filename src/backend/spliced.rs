@@ -9,14 +9,13 @@
 //! page cache: the bytes never enter the process (docs/benchmarks.md).
 //!
 //! How: two pipes take turns. The session's task splices what the socket
-//! holds into one (non-blocking, when tokio sees the socket readable)
-//! while a blocking thread drains the other into the file at its offset,
-//! so the file is written while the next bytes arrive, one write in flight.
-//! A pipe is drained completely before it is filled again, so a splice
-//! from the socket can only wait for the socket, never for room in the
-//! pipe. The first fill is held until the next one: if that is the end,
-//! the commit writes it, so a small file is written, hashed and linked in
-//! one blocking call.
+//! holds into one (non-blocking, when tokio sees the socket readable) until
+//! it holds half a MiB or is full, while a blocking thread drains the other
+//! into the file at its offset: the file is written while the next bytes
+//! arrive, one write in flight. A pipe is drained completely before it is
+//! filled again. What the last pipe holds at the end of the file is
+//! written by the commit itself, so a small file is written, hashed and
+//! linked in one blocking call.
 //!
 //! What stays as for every upload: the bytes go through
 //! [`UploadInput::poll_read_raw`], so ABOR, a vanished client, an idle data
@@ -51,6 +50,11 @@ use tokio::task::JoinHandle;
 /// ([`crate::memory_budget::part_reservation`]).
 const PIPE_BYTES: usize = 1 << 20;
 
+/// A pipe is handed to a write once it holds this much (or is full, or the
+/// file ended): a client that sends small segments slowly (a camera, a
+/// PLC) costs one write per half MiB, not one per segment.
+const GATHER: usize = PIPE_BYTES / 2;
+
 /// One pipe: its read end and its write end.
 struct Pipe {
     read: OwnedFd,
@@ -64,18 +68,40 @@ impl Pipe {
         Ok(Self { read, write })
     }
 
-    /// Moves what `socket` holds into this (empty) pipe without waiting:
-    /// `WouldBlock` when it holds nothing, 0 at its end.
-    fn fill_from(&self, socket: BorrowedFd<'_>) -> std::io::Result<usize> {
-        rustix::pipe::splice(
-            socket,
-            None,
-            &self.write,
-            None,
-            PIPE_BYTES,
-            SpliceFlags::NONBLOCK | SpliceFlags::MOVE,
-        )
-        .map_err(std::io::Error::from)
+    /// Moves what `socket` holds, `room` bytes at most, into this pipe
+    /// without waiting: `WouldBlock` when the socket holds nothing, 0 at its
+    /// end, [`PipeFull`] when the socket holds more than the pipe takes.
+    fn fill_from(&self, socket: BorrowedFd<'_>, room: usize) -> std::io::Result<usize> {
+        let flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+        let splice = || rustix::pipe::splice(socket, None, &self.write, None, room, flags);
+        let holds_bytes = || rustix::io::ioctl_fionread(socket).is_ok_and(|n| n > 0);
+        // A pipe has slots, not bytes: small segments fill it before its
+        // size in bytes is reached, and a full pipe answers EAGAIN as an
+        // empty socket does. Taken for an empty socket, the readiness tokio
+        // then clears would never come back for bytes already there. Bytes
+        // that arrived just after an EAGAIN look the same: a second splice
+        // takes them, where a full pipe answers EAGAIN again.
+        let result = match splice() {
+            Err(rustix::io::Errno::AGAIN) if holds_bytes() => match splice() {
+                Err(rustix::io::Errno::AGAIN) if holds_bytes() => {
+                    return Err(std::io::Error::other(PipeFull))
+                }
+                other => other,
+            },
+            other => other,
+        };
+        result.map_err(std::io::Error::from)
+    }
+}
+
+/// The pipe being filled takes no more; the socket still holds bytes.
+#[derive(Debug, thiserror::Error)]
+#[error("pipe full")]
+struct PipeFull;
+
+impl PipeFull {
+    fn is(e: &std::io::Error) -> bool {
+        e.get_ref().is_some_and(|inner| inner.is::<PipeFull>())
     }
 }
 
@@ -106,49 +132,54 @@ pub(crate) async fn receive(
     };
     crate::metrics::splice_started();
     let mut filling = Pipe::new().map_err(store_error)?;
+    // Bytes in `filling`.
+    let mut gathered: usize = 0;
     let mut spare: Option<Pipe> = None;
     let mut draining: Option<Draining> = None;
-    // The first fill waits for the next one: when that is the end of the
-    // file, the commit writes it, and a small file costs one blocking call
-    // (write, digests, link) instead of two.
-    let mut first: Option<(Pipe, usize)> = None;
-    let mut size: u64 = 0;
+    // Bytes handed to writes.
+    let mut written: u64 = 0;
     loop {
-        let n = tokio::select! {
+        let room = PIPE_BYTES - gathered;
+        let filled = tokio::select! {
             biased;
             _ = guard.cancelled() => return Err(UploadError::Shutdown),
-            n = poll_fn(|cx| input.poll_read_raw(cx, &mut |socket| filling.fill_from(socket))) => {
-                n.map_err(UploadError::Client)?
-            }
+            n = poll_fn(|cx| input.poll_read_raw(cx, &mut |socket| filling.fill_from(socket, room))) => n,
         };
+        let full = match filled {
+            Ok(0) => break,
+            Ok(n) => {
+                gathered += n;
+                gathered >= GATHER
+            }
+            Err(e) if PipeFull::is(&e) => true,
+            Err(e) => return Err(UploadError::Client(e)),
+        };
+        if !full {
+            continue;
+        }
         // One write in flight: the previous one must be done before this
         // pipe is handed over and the other filled.
         if let Some(previous) = draining.take() {
             spare = Some(drained(previous, guard).await?);
         }
-        if n == 0 {
-            break;
-        }
-        if let Some((held, len)) = first.take() {
-            // More than one fill: the first one is written now.
-            let write = drain(&file, held, 0, len);
-            spare = Some(drained(write, guard).await?);
-        }
         let next = spare
             .take()
             .map_or_else(Pipe::new, Ok)
             .map_err(store_error)?;
-        let full = std::mem::replace(&mut filling, next);
-        if size == 0 {
-            first = Some((full, n));
-        } else {
-            draining = Some(drain(&file, full, size, n));
-        }
-        size += n as u64;
+        let handed = std::mem::replace(&mut filling, next);
+        draining = Some(drain(&file, handed, written, gathered));
+        written += gathered as u64;
+        gathered = 0;
+    }
+    if let Some(previous) = draining.take() {
+        drained(previous, guard).await?;
     }
     drop(file);
     let started = Instant::now();
-    let last = first.map(|(pipe, len)| (pipe.read, len));
+    // What the last pipe gathered is written by the commit, on its own
+    // blocking thread: a small file is written, hashed and linked at once.
+    let size = written + gathered as u64;
+    let last = (gathered > 0).then_some((filling.read, gathered));
     let committed = upload.complete(size, settings.sha256, last).await;
     crate::metrics::storage_op(
         "file",
