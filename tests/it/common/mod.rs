@@ -622,44 +622,60 @@ impl Process {
     }
 
     /// Like [`Process::start`] with extra command-line arguments.
+    ///
+    /// The ports come from [`free_port`], which frees them again before the
+    /// child binds them: another process (any outgoing connection takes an
+    /// ephemeral port) can take one in between. A child that exits because
+    /// its address is in use is started again on new ports.
     pub async fn start_with(storage: &str, args: &[String], env: &[(&str, &str)]) -> Process {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = dir.path().join("bucketftp.log");
-        let ftp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
         let storage = storage.replace("{dir}", &dir.path().display().to_string());
-        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucketftp"));
-        cmd.args(["--listen", &ftp.to_string(), "--http", &http.to_string()])
-            .args(["--storage", &storage])
-            .args(["--user", &format!("alice:{PASSWORD}")])
-            .args(["--passive-ports", "40000-49999"])
-            .args(args)
-            .env_remove("BUCKETFTP_CONFIG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).expect("log file"))
-            .kill_on_drop(true);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let child = cmd.spawn().expect("start bucketftp");
-        // Ready once the HTTP endpoint answers: main binds the FTP listener
-        // before the HTTP one, so FTP connections queue from then on. Not
-        // probed over FTP: a probe connection from 127.0.0.1 would count
-        // against per-address limits until the server saw it close.
-        for _ in 0..200 {
-            if matches!(http_get(http, "/healthz").await, Ok((200, _))) {
-                return Process {
-                    child,
-                    ftp,
-                    http,
-                    log,
-                    dir,
-                };
+        for _attempt in 0..5 {
+            let ftp: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+            let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bucketftp"));
+            cmd.args(["--listen", &ftp.to_string(), "--http", &http.to_string()])
+                .args(["--storage", &storage])
+                .args(["--user", &format!("alice:{PASSWORD}")])
+                .args(["--passive-ports", "40000-49999"])
+                .args(args)
+                .env_remove("BUCKETFTP_CONFIG")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .kill_on_drop(true);
+            for (k, v) in env {
+                cmd.env(k, v);
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            let mut child = cmd.spawn().expect("start bucketftp");
+            // Ready once the HTTP endpoint answers: main binds the FTP
+            // listener before the HTTP one, so FTP connections queue from
+            // then on. Not probed over FTP: a probe connection from
+            // 127.0.0.1 would count against per-address limits until the
+            // server saw it close.
+            for _ in 0..200 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if matches!(http_get(http, "/healthz").await, Ok((200, _))) {
+                    return Process {
+                        child,
+                        ftp,
+                        http,
+                        log,
+                        dir,
+                    };
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if !text.contains("Address already in use") {
+                panic!("bucketftp did not start: {text}");
+            }
+            let _ = child.kill().await;
         }
         panic!(
-            "bucketftp did not start: {}",
+            "bucketftp did not start: its ports were taken five times: {}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
     }
