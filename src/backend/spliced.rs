@@ -121,15 +121,7 @@ pub(crate) async fn receive(
     guard: &TransferGuard,
 ) -> Result<(), UploadError> {
     let _memory = memory;
-    let store_error = |e: std::io::Error| {
-        UploadError::Store(object_store::Error::Generic {
-            store: "LocalFileSystem",
-            source: Box::new(e),
-        })
-    };
-    let Some(file) = upload.file() else {
-        return Err(store_error(std::io::ErrorKind::NotFound.into()));
-    };
+    let file = upload.file();
     crate::metrics::splice_started();
     let mut filling = Pipe::new().map_err(store_error)?;
     // Bytes in `filling`.
@@ -196,6 +188,15 @@ pub(crate) async fn receive(
     Ok(())
 }
 
+/// A local failure outside the file's own writes (a pipe, a writer thread
+/// that panicked), as the store's.
+fn store_error(e: impl std::error::Error + Send + Sync + 'static) -> UploadError {
+    UploadError::Store(object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(e),
+    })
+}
+
 /// Writes the `len` bytes `pipe` holds into `file` at `offset`, off the
 /// async threads; the pipe comes back empty.
 fn drain(file: &Arc<Tmpfile>, pipe: Pipe, offset: u64, len: usize) -> Draining {
@@ -214,10 +215,7 @@ async fn drained(write: Draining, guard: &TransferGuard) -> Result<Pipe, UploadE
         _ = guard.cancelled() => Err(UploadError::Shutdown),
         done = write => match done {
             Ok(pipe) => pipe.map_err(UploadError::Store),
-            Err(e) => Err(UploadError::Store(object_store::Error::Generic {
-                store: "LocalFileSystem",
-                source: Box::new(e),
-            })),
+            Err(e) => Err(store_error(e)),
         },
     }
 }

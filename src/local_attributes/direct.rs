@@ -31,7 +31,7 @@ pub(crate) const INLINE_DIGESTS: u64 = 1 << 20;
 /// [`file`](Self::file); see the module docs.
 #[derive(Debug)]
 pub(crate) struct DirectUpload {
-    /// `None` once completed.
+    /// `Some` until `complete` (which takes the upload) or drop.
     file: Option<Arc<Tmpfile>>,
     attributes: Attributes,
     xattrs_unsupported: Arc<AtomicBool>,
@@ -48,13 +48,6 @@ pub(crate) struct DirectCommit {
 }
 
 impl XattrStore {
-    /// Returns once no digest job runs for `location` (a minute at most).
-    pub(crate) async fn settled(&self, location: &Path) {
-        if let Ok(path) = self.inner.path_to_filesystem(location) {
-            self.pending.settled(&path).await;
-        }
-    }
-
     /// Starts a [`DirectUpload`] to `location`, labelled with `attributes`;
     /// `None` where the file system has no anonymous files (the caller then
     /// uploads through the [`object_store::ObjectStore`] interface).
@@ -63,30 +56,22 @@ impl XattrStore {
         location: &Path,
         attributes: Attributes,
     ) -> Result<Option<DirectUpload>> {
-        if !self.tmpfiles() {
-            return Ok(None);
-        }
-        let path = self.inner.path_to_filesystem(location)?;
-        match spawn_blocking(move || Tmpfile::create(&path)).await? {
-            Ok(file) => Ok(Some(DirectUpload {
-                file: Some(Arc::new(file)),
-                attributes,
-                xattrs_unsupported: Arc::clone(&self.unsupported),
-                pending: Arc::clone(&self.pending),
-            })),
-            Err(e) if e.is_unsupported() => {
-                self.give_up_tmpfiles(&e);
-                Ok(None)
-            }
-            Err(e) => Err(e.into()),
-        }
+        let file = self.create_tmpfile(location).await?;
+        Ok(file.map(|file| DirectUpload {
+            file: Some(Arc::new(file)),
+            attributes,
+            xattrs_unsupported: Arc::clone(&self.unsupported),
+            pending: Arc::clone(&self.pending),
+        }))
     }
 }
 
 impl DirectUpload {
     /// The file to write into (blocking writes: off the async threads).
-    pub(crate) fn file(&self) -> Option<Arc<Tmpfile>> {
-        self.file.clone()
+    pub(crate) fn file(&self) -> Arc<Tmpfile> {
+        // `file` is taken only by `complete` and `drop`, which own the
+        // upload: whoever can call this finds it there.
+        Arc::clone(self.file.as_ref().expect("the file until complete"))
     }
 
     /// Links the file, `size` bytes, into place (replacing what is there)

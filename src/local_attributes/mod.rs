@@ -105,6 +105,31 @@ impl XattrStore {
         }
     }
 
+    /// An anonymous file for an upload to `location`; `None` when this
+    /// store writes through `LocalFileSystem` (no `O_TMPFILE`, found now or
+    /// before).
+    async fn create_tmpfile(&self, location: &Path) -> Result<Option<Tmpfile>> {
+        if !self.tmpfiles() {
+            return Ok(None);
+        }
+        let path = self.inner.path_to_filesystem(location)?;
+        match spawn_blocking(move || Tmpfile::create(&path)).await? {
+            Ok(file) => Ok(Some(file)),
+            Err(e) if e.is_unsupported() => {
+                self.give_up_tmpfiles(&e);
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Returns once no digest job runs for `location` (a minute at most).
+    pub(crate) async fn settled(&self, location: &Path) {
+        if let Ok(path) = self.inner.path_to_filesystem(location) {
+            self.pending.settled(&path).await;
+        }
+    }
+
     /// Writes `payload` into an anonymous file and links it into place;
     /// `None` when the file system turned out to have no `O_TMPFILE`.
     async fn put_tmpfile(
@@ -185,21 +210,14 @@ impl ObjectStore for XattrStore {
             .extensions
             .get::<DeferredSha256>()
             .map(|request| self.pending.deferral(request, &self.unsupported));
-        if self.tmpfiles() {
-            let path = self.inner.path_to_filesystem(location)?;
-            match spawn_blocking(move || Tmpfile::create(&path)).await? {
-                Ok(file) => {
-                    return Ok(Box::new(TmpfileUpload::new(
-                        file,
-                        attributes,
-                        late,
-                        self.unsupported.clone(),
-                        deferred,
-                    )))
-                }
-                Err(e) if e.is_unsupported() => self.give_up_tmpfiles(&e),
-                Err(e) => return Err(e.into()),
-            }
+        if let Some(file) = self.create_tmpfile(location).await? {
+            return Ok(Box::new(TmpfileUpload::new(
+                file,
+                attributes,
+                late,
+                self.unsupported.clone(),
+                deferred,
+            )));
         }
         let inner = self.inner.put_multipart_opts(location, opts).await?;
         Ok(Box::new(XattrUpload {
@@ -214,9 +232,7 @@ impl ObjectStore for XattrStore {
 
     async fn get_opts(&self, location: &Path, options: GetOptions) -> Result<GetResult> {
         if options.extensions.get::<AwaitDigest>().is_some() {
-            self.pending
-                .settled(&self.inner.path_to_filesystem(location)?)
-                .await;
+            self.settled(location).await;
         }
         let mut result = self.inner.get_opts(location, options).await?;
         if let GetResultPayload::File(file, path) = result.payload {
